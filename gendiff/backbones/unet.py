@@ -1,0 +1,205 @@
+"""The U-Net of the paper's Appendix B (a PixelCNN++-like Wide-ResNet U-Net).
+
+GroupNorm everywhere, a sinusoidal (Transformer) time embedding passed through two dense
+layers and added in every residual block, self-attention at chosen resolutions, dropout in the
+residual blocks, learned 3x3 stride-2 downsampling and nearest-neighbour + 3x3 conv upsampling.
+The CIFAR-10 configuration (``channels=128``, ``channel_mult=(1, 2, 2, 2)``, 2 residual blocks,
+attention at 16x16, dropout 0.1) has 35.7M parameters, as in the paper. Output convolutions of
+residual branches, attention projections and the final layer start at zero, as in the
+official code.
+
+Time convention: ``forward(x, t)`` takes the paper's t in {1..T} (integer tensor (B,)); the
+embedding is a function of t, so the index offset of the official code (t - 1) is immaterial.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from . import Backbone
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of (B,) times into (B, dim) (Vaswani et al., as in Appendix B)."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1)
+    )
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """Wide-ResNet block: GN, SiLU, conv; + dense(time embedding); GN, SiLU, dropout, conv;
+    1x1 skip projection when the channel count changes."""
+
+    def __init__(self, cin: int, cout: int, temb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin, eps=1e-6)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb = nn.Linear(temb_dim, cout)
+        self.norm2 = nn.GroupNorm(groups, cout, eps=1e-6)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention with a residual connection (scaled dot product)."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (n c) h w -> n b 1 (h w) c", n=3)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w))
+
+
+class UNet(Backbone):
+    """Appendix B's U-Net, configurable.
+
+    Args (the recipe's ``[backbone]`` table):
+        channels: base channel count (128 for CIFAR-10).
+        channel_mult: per-resolution multipliers, highest resolution first ((1, 2, 2, 2)).
+        num_res_blocks: residual blocks per resolution on the way down (2; one more on the way up).
+        attn_resolutions: resolutions (pixels) with self-attention after each block ((16,)).
+        dropout: dropout rate inside residual blocks (0.1).
+        norm_groups: GroupNorm groups (32); ``channels`` must be divisible by it.
+    Set by gendiff: in_channels, out_channels, image_size.
+    """
+
+    name = "unet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        image_size: int,
+        channels: int = 128,
+        channel_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attn_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        norm_groups: int = 32,
+    ):
+        super().__init__()
+        channel_mult = tuple(channel_mult)
+        _check_positive_int("channels", channels)
+        _check_positive_int("num_res_blocks", num_res_blocks)
+        _check_positive_int("norm_groups", norm_groups)
+        if not channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult):
+            raise ValueError(f"channel_mult must be a non-empty list of positive integers, got {list(channel_mult)}")
+        if channels % norm_groups:
+            raise ValueError(f"channels ({channels}) must be divisible by norm_groups ({norm_groups})")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        levels = len(channel_mult)
+        if image_size % (2 ** (levels - 1)):
+            raise ValueError(
+                f"image_size {image_size} cannot be halved {levels - 1} times "
+                f"(channel_mult has {levels} resolutions)"
+            )
+        resolutions = [image_size // 2**i for i in range(levels)]
+        missing = [r for r in attn_resolutions if r not in resolutions]
+        if missing:
+            raise ValueError(
+                f"attn_resolutions {missing} do not occur; this U-Net's resolutions are {resolutions}"
+            )
+        attn = set(attn_resolutions)
+        self.channels = channels
+        temb_dim = 4 * channels
+        self.temb = nn.Sequential(
+            nn.Linear(channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
+        )
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+
+        def block(cin, cout):
+            return ResBlock(cin, cout, temb_dim, float(dropout), norm_groups)
+
+        # downsampling path; remember every skip's channel count
+        self.down = nn.ModuleList()
+        skips = [channels]
+        ch = channels
+        for i, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = nn.ModuleList([block(ch, channels * mult)])
+                ch = channels * mult
+                if resolutions[i] in attn:
+                    layers.append(AttnBlock(ch, norm_groups))
+                self.down.append(layers)
+                skips.append(ch)
+            if i != levels - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                skips.append(ch)
+        self.mid = nn.ModuleList([block(ch, ch), AttnBlock(ch, norm_groups), block(ch, ch)])
+        # upsampling path: num_res_blocks + 1 blocks per resolution, each eating one skip
+        self.up = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                layers = nn.ModuleList([block(ch + skips.pop(), channels * mult)])
+                ch = channels * mult
+                if resolutions[i] in attn:
+                    layers.append(AttnBlock(ch, norm_groups))
+                self.up.append(layers)
+            if i != 0:
+                self.up.append(nn.ModuleList([_Upsample(ch)]))
+        self.norm_out = nn.GroupNorm(norm_groups, ch, eps=1e-6)
+        self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        temb = self.temb(timestep_embedding(t, self.channels))
+        hs = [self.conv_in(x)]
+        for layers in self.down:
+            hs.append(_apply(layers, hs[-1], temb))
+        h = hs[-1]
+        for layer in self.mid:
+            h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
+        for layers in self.up:
+            if isinstance(layers[0], ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = _apply(layers, h, temb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class _Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _apply(layers: nn.ModuleList, h: Tensor, temb: Tensor) -> Tensor:
+    for layer in layers:
+        h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
+    return h
+
+
+def _check_positive_int(label: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{label} must be a positive integer, got {value!r}")

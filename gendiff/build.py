@@ -1,0 +1,123 @@
+"""``gendiff.build``: a recipe in, a composed :class:`~gendiff.diffusion.Diffusion` out.
+
+Everything a recipe can get wrong is found here, before any work starts: unknown names, wrong
+or missing constructor arguments (all of them at once, by TOML path), incompatible components
+(each requirement a component declares, with both components named), and a backbone that
+cannot produce the output the parameterization and variance need.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .component import construct
+from .diffusion import Diffusion
+from .errors import ComponentConfigError, IncompatibleComponentsError, RecipeError
+from .plugins import PluginSystem, plugin_system
+from .recipe import load_recipe, parse_recipe, instantiate
+
+
+def build(
+    recipe: str | os.PathLike | Mapping[str, Any],
+    model: nn.Module | Callable[[Tensor, Tensor], Tensor] | None = None,
+    plugins: PluginSystem | None = None,
+) -> Diffusion:
+    """Assemble the diffusion model a recipe describes.
+
+    Args:
+        recipe: a TOML file path or a parsed mapping (see :mod:`gendiff.recipe`).
+        model: for tests and experiments, an explicit network ``model(x_t, t) -> output`` used in
+            place of the recipe's backbone (the recipe then has no ``[backbone]`` table). ``t`` is
+            the paper's t in {1..T}, an integer tensor (B,).
+        plugins: the plugin system to look names up in (default: the process-wide one).
+
+    Raises:
+        RecipeError: the recipe is malformed, names unknown components or gives bad arguments.
+        IncompatibleComponentsError: two components cannot work together.
+    """
+    system = plugins or plugin_system()
+    raw, source = load_recipe(recipe)
+    spec = parse_recipe(raw, source, needs_backbone=model is None)
+    objects, dataset = instantiate(spec, system)
+    shape = tuple(dataset.shape) if dataset is not None else spec.data.shape
+    levels = dataset.levels if dataset is not None else spec.data.levels
+
+    schedule, param, variance = objects["schedule"], objects["parameterization"], objects["variance"]
+    channels, height = shape[0], shape[1]
+    in_channels = channels + schedule.extra_input_channels
+    out_channels = param.out_channels(channels, levels) + variance.out_channels(channels)
+    needs = (
+        f"parameterization '{param.name}' needs {param.out_channels(channels, levels)} output "
+        f"channel(s) and variance '{variance.name}' {variance.out_channels(channels)}"
+    )
+    backbone_cls = objects.pop("backbone", None)
+    check_compatibility(objects)
+    if model is None:
+        try:
+            model = construct(
+                backbone_cls, "backbone", spec.components["backbone"].args,
+                in_channels=in_channels, out_channels=out_channels, image_size=height,
+            )
+        except ComponentConfigError as exc:
+            raise RecipeError([f"backbone: {exc} ({needs})"], source) from None
+        objects["backbone"] = model
+        check_compatibility(objects)
+        label = f"backbone '{model.name}'"
+    else:
+        label = "the explicit model"
+    _check_output(model, (1, in_channels, *shape[1:]), (1, out_channels, *shape[1:]), schedule.timesteps, label, needs)
+
+    diffusion = Diffusion(
+        schedule, param, variance, objects["weighting"], objects["sampler"], model, shape, levels
+    )
+    diffusion.recipe = raw
+    diffusion.dataset = dataset
+    return diffusion
+
+
+def check_compatibility(components: Mapping[str, Any]) -> None:
+    """Refuse a mix in which a component's declared ``requires`` is not met by the component of
+    another family; every unmet requirement is listed, naming both components."""
+    problems = []
+    for family, comp in components.items():
+        for other_family, tags in getattr(comp, "requires", {}).items():
+            other = components.get(other_family)
+            if other is None:
+                continue
+            missing = set(tags) - set(getattr(other, "provides", ()))
+            if missing:
+                offers = ", ".join(sorted(getattr(other, "provides", ()))) or "nothing"
+                problems.append(
+                    f"{family} '{comp.name}' requires a {other_family} that provides "
+                    f"{', '.join(sorted(missing))}, but {other_family} '{other.name}' provides {offers}"
+                )
+    if problems:
+        raise IncompatibleComponentsError(
+            "incompatible components: " + "; ".join(problems) + ". Choose components that fit together."
+        )
+
+
+def _check_output(model, in_shape, out_shape, timesteps, label, needs) -> None:
+    """Run the network once on a blank input and check the output shape it produces."""
+    training = getattr(model, "training", None)
+    if training is not None:
+        model.eval()
+    try:
+        params = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+        device = params.device if params is not None else torch.device("cpu")
+        dtype = params.dtype if params is not None else torch.get_default_dtype()
+        with torch.no_grad():
+            out = model(torch.zeros(in_shape, device=device, dtype=dtype), torch.full((1,), timesteps, device=device))
+    finally:
+        if training:
+            model.train()
+    got = tuple(getattr(out, "shape", ()))
+    if got != tuple(out_shape):
+        raise IncompatibleComponentsError(
+            f"{label} returns output of shape {got} for an input of shape {tuple(in_shape)}, but "
+            f"{needs}, so it must return {tuple(out_shape)}."
+        )

@@ -1,0 +1,73 @@
+"""Datasets: discrete images with a known number of levels K.
+
+Interface: :class:`Dataset`. A dataset states its ``shape`` (C, H, W) and ``levels`` (K) without
+loading anything (so a model can be built from a recipe offline), and ``load(split)`` returns
+the integer images, uint8 in {0..K-1}, shaped (N, C, H, W). The composed model maps level k to
+the paper's scale x = 2k/(K-1) - 1 (:func:`gendiff.distributions.levels_to_unit`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .component import Component
+
+SPLITS = ("train", "test")
+
+
+class Dataset(Component, ABC):
+    """A source of discrete images. Subclasses set ``shape`` and ``levels`` (or compute them in
+    ``__init__`` from their arguments) and implement :meth:`load`."""
+
+    family: ClassVar[str] = "dataset"
+    shape: tuple[int, int, int]
+    levels: int
+
+    @abstractmethod
+    def load(self, split: str = "train") -> Tensor:
+        """uint8 tensor (N, C, H, W) with values in {0..levels-1}; ``split`` is "train" or "test"."""
+
+    @staticmethod
+    def check_split(split: str) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+class Digits(Dataset):
+    """The 8x8 handwritten digits that ship inside scikit-learn (1797 images, grey levels 0..16,
+    so K = 17), split once with a fixed seed: ``test_size`` images for test, the rest for train.
+    Works offline."""
+
+    name = "digits"
+    shape = (1, 8, 8)
+    levels = 17
+
+    def __init__(self, test_size: int = 297, seed: int = 0):
+        if isinstance(test_size, bool) or not isinstance(test_size, int) or not 0 < test_size < 1797:
+            raise ValueError(f"test_size must be an integer in 1..1796, got {test_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.test_size, self.seed = test_size, seed
+
+    def _split(self, split: str) -> np.ndarray:
+        """Sorted indices of ``split`` in scikit-learn's order (a fixed seeded permutation)."""
+        self.check_split(split)
+        order = np.random.default_rng(self.seed).permutation(1797)
+        return np.sort(order[: self.test_size] if split == "test" else order[self.test_size :])
+
+    def load(self, split: str = "train") -> Tensor:
+        from sklearn.datasets import load_digits
+
+        images = load_digits().images.astype(np.uint8)  # (1797, 8, 8), values 0..16
+        return torch.from_numpy(images[self._split(split)])[:, None]
+
+    def labels(self, split: str = "train") -> Tensor:
+        """The digit classes (0..9) of :meth:`load`'s images, in the same order."""
+        from sklearn.datasets import load_digits
+
+        return torch.from_numpy(load_digits().target[self._split(split)])

@@ -1,0 +1,108 @@
+"""Distributions of the forward posterior and the reverse transitions, with closed-form terms.
+
+Every term of the bound (eq. 5) is computed here in closed form, per element, in nats:
+
+- :meth:`Gaussian.kl`: KL(q || p) between diagonal Gaussians (the L_{t-1}, t > 1, and L_T);
+- :meth:`Gaussian.nll`: the discretized decoder of eq. 13, -log p(x0 | x1), with bins of width
+  2/(K-1) centred on the K data levels and the outermost bins open to -inf / +inf.
+
+A distribution here is a small dataclass of tensors shaped like the data, (B, C, H, W) or
+broadcastable to it. The composed model sums per-element terms over the non-batch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def log_normal_interval(lo: Tensor, hi: Tensor) -> Tensor:
+    """log(Phi(hi) - Phi(lo)) for the standard normal CDF Phi, stable in both tails.
+
+    ``lo`` may be ``-inf`` and ``hi`` may be ``+inf``. For an interval in the upper tail the
+    symmetric form Phi(-lo) - Phi(-hi) is used so no precision is lost to 1 - Phi.
+    """
+    upper = lo > 0
+    a = torch.where(upper, -hi, lo)  # reflect intervals that lie (mostly) above zero
+    b = torch.where(upper, -lo, hi)
+    log_b = _log_ndtr_safe(b)
+    log_a = _log_ndtr_safe(a)
+    # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b)))
+    diff = (log_a - log_b).clamp(max=-1e-30)
+    return log_b + torch.log(-torch.expm1(diff))
+
+
+def _log_ndtr_safe(x: Tensor) -> Tensor:
+    """log Phi(x) with exact limits at +-inf and finite gradients everywhere (no 0 * nan)."""
+    finite = torch.isfinite(x)
+    value = torch.special.log_ndtr(torch.where(finite, x, torch.zeros_like(x)))
+    limit = torch.where(x > 0, torch.zeros_like(x), torch.full_like(x, -math.inf))
+    return torch.where(finite, value, limit)
+
+
+def levels_to_unit(k: Tensor, levels: int) -> Tensor:
+    """Integers k in {0..K-1} to the paper's data scale x = 2k/(K-1) - 1 in [-1, 1]."""
+    return k.to(torch.get_default_dtype() if not k.is_floating_point() else k.dtype) * (
+        2.0 / (levels - 1)
+    ) - 1.0
+
+
+def unit_to_levels(x: Tensor, levels: int) -> Tensor:
+    """The nearest level index k in {0..K-1} of values x in [-1, 1] (clamped outside)."""
+    return torch.round((x.clamp(-1.0, 1.0) + 1.0) * (levels - 1) / 2.0).long()
+
+
+@dataclass
+class Gaussian:
+    """A diagonal Gaussian N(mean, exp(log_var)); ``log_var`` broadcasts against ``mean``."""
+
+    mean: Tensor
+    log_var: Tensor
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.exp(self.log_var).expand_as(self.mean)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """A draw ``mean + sigma z`` with ``z ~ N(0, I)`` (one step of Algorithm 2, t > 1)."""
+        z = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return self.mean + torch.exp(0.5 * self.log_var) * z
+
+    def decode(self, generator: torch.Generator | None = None) -> Tensor:
+        """The output of Algorithm 2's last step (t = 1): the mean, without noise, in [-1, 1].
+
+        The decoder of eq. 13 puts the mean's neighbourhood into the bin of its nearest data
+        level and everything beyond the edges into the outermost bins, so clamping to [-1, 1]
+        changes no bin. Algorithm 2 shows mu_theta(x1, 1) noiselessly.
+        """
+        return self.mean.clamp(-1.0, 1.0)
+
+    def kl(self, other: "Gaussian") -> Tensor:
+        """KL(self || other) per element, in nats (the closed form used for every L_{t-1})."""
+        return 0.5 * (
+            -1.0
+            + other.log_var
+            - self.log_var
+            + torch.exp(self.log_var - other.log_var)
+            + (self.mean - other.mean) ** 2 * torch.exp(-other.log_var)
+        )
+
+    def nll(self, x0: Tensor, levels: int) -> Tensor:
+        """-log p(x0) per element, in nats, under the discretized Gaussian decoder (eq. 13).
+
+        ``x0`` holds data levels on the [-1, 1] scale; bin edges are ``x0 -+ 1/(K-1)``, the first
+        bin opens to -inf and the last to +inf, so the K bin probabilities sum to 1.
+        """
+        half = 1.0 / (levels - 1)
+        k = unit_to_levels(x0, levels)
+        inv_std = torch.exp(-0.5 * self.log_var)
+        lo = torch.where(k == 0, torch.full_like(x0, -math.inf), (x0 - half - self.mean) * inv_std)
+        hi = torch.where(
+            k == levels - 1, torch.full_like(x0, math.inf), (x0 + half - self.mean) * inv_std
+        )
+        return -log_normal_interval(lo, hi)

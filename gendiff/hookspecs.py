@@ -1,0 +1,197 @@
+"""Every extension point of gendiff, in one place.
+
+gendiff's plugin system is pluggy (the engine behind pytest). A plugin is any module or object
+with functions marked ``@gendiff.hookimpl`` whose names match the specifications below. Third
+parties publish one through the entry-point group ``gendiff``::
+
+    # pyproject.toml of a plugin package
+    [project.entry-points.gendiff]
+    my_plugin = "my_package.plugin"
+
+gendiff's own components are registered by :mod:`gendiff.builtin` through exactly these hooks.
+
+Every hook here is a *registration* hook: it takes no arguments and returns a list of component
+classes of one family. Each class has a ``name`` (the name recipes use) and subclasses that
+family's interface. The same name registered by two plugins is an error naming both.
+
+Time convention for every component: the paper's t in {1..T}, as an integer tensor.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("gendiff")
+
+
+@hookspec
+def gendiff_register_schedules() -> list[type]:
+    """Noise schedules: the forward process q(x_t | x0) (eqs. 2, 4 of the paper).
+
+    Return subclasses of :class:`gendiff.schedules.NoiseSchedule`. A Gaussian schedule only has to
+    give its betas, computed in float64::
+
+        import math, torch, gendiff
+        from gendiff.schedules import GaussianSchedule
+
+        class Sqrt(GaussianSchedule):
+            '''abar_t = 1 - sqrt(t / T + s), clipped like the cosine schedule.'''
+            name = "sqrt"
+            def betas(self):
+                t = torch.arange(self.timesteps + 1, dtype=torch.float64) / self.timesteps
+                abar = (1 - torch.sqrt(t + 1e-4)).clamp(min=1e-5)
+                return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+
+        @gendiff.hookimpl
+        def gendiff_register_schedules():
+            return [Sqrt]
+    """
+
+
+@hookspec
+def gendiff_register_parameterizations() -> list[type]:
+    """Parameterizations: what the network predicts and how it maps to x0_hat, eps and the mean.
+
+    Return subclasses of :class:`gendiff.parameterizations.Parameterization`. A Gaussian one gives
+    its target and the two inverse maps (eqs. 4, 11, 15)::
+
+        import gendiff
+        from gendiff.parameterizations import Parameterization
+
+        class NegEps(Parameterization):
+            '''Predict -eps (a toy: the same model as eps, with the sign flipped).'''
+            name = "neg-eps"
+            def target(self, x0, noise, x_t, t, schedule):
+                return -noise
+            def to_eps(self, output, x_t, t, schedule):
+                return -output
+            def to_x0(self, output, x_t, t, schedule):
+                return schedule.x0_from_eps(x_t, t, -output)
+
+        @gendiff.hookimpl
+        def gendiff_register_parameterizations():
+            return [NegEps]
+    """
+
+
+@hookspec
+def gendiff_register_variances() -> list[type]:
+    """Variances: the spread (more generally, the distribution) of the reverse transition.
+
+    Return subclasses of :class:`gendiff.variances.Variance`. ``out_channels`` says how many extra
+    network outputs it needs; ``log_variance`` gives log sigma_t^2 (Sec. 3.2)::
+
+        import gendiff, torch
+        from gendiff.variances import Variance
+
+        class GeometricMean(Variance):
+            '''sigma_t^2 = sqrt(beta_t * beta~_t), between the paper's two fixed choices.'''
+            name = "geometric"
+            def log_variance(self, var_output, x_t, t, schedule):
+                lv = 0.5 * (schedule.at("log_beta", t, x_t) + schedule.at("log_posterior_variance", t, x_t))
+                return lv.expand_as(x_t)
+
+        @gendiff.hookimpl
+        def gendiff_register_variances():
+            return [GeometricMean]
+    """
+
+
+@hookspec
+def gendiff_register_weightings() -> list[type]:
+    """Loss weightings: how the per-timestep training loss is formed (eqs. 8, 12, 14).
+
+    Return subclasses of :class:`gendiff.weightings.LossWeighting`. ``loss`` receives a
+    :class:`gendiff.weightings.LossTerms` with lazily computed pieces and returns a per-example
+    loss::
+
+        import gendiff
+        from gendiff.weightings import LossWeighting
+
+        class Truncated(LossWeighting):
+            '''L_simple (eq. 14) only for t <= 500.'''
+            name = "truncated"
+            def loss(self, terms):
+                return terms.mse() * (terms.t <= 500)
+
+        @gendiff.hookimpl
+        def gendiff_register_weightings():
+            return [Truncated]
+    """
+
+
+@hookspec
+def gendiff_register_backbones() -> list[type]:
+    """Backbones: the neural network, an ``nn.Module`` called as ``net(x, t)``.
+
+    Return subclasses of :class:`gendiff.backbones.Backbone`. gendiff constructs it with the
+    keyword arguments ``in_channels``, ``out_channels`` and ``image_size`` (decided by the other
+    components and the data) plus the recipe's ``[backbone]`` table::
+
+        import gendiff, torch
+        from gendiff.backbones import Backbone
+
+        class Linear(Backbone):
+            '''A per-pixel linear map, ignoring t: a smoke-test backbone.'''
+            name = "linear"
+            def __init__(self, in_channels, out_channels, image_size):
+                super().__init__()
+                self.proj = torch.nn.Conv2d(in_channels, out_channels, 1)
+            def forward(self, x, t):
+                return self.proj(x)
+
+        @gendiff.hookimpl
+        def gendiff_register_backbones():
+            return [Linear]
+    """
+
+
+@hookspec
+def gendiff_register_samplers() -> list[type]:
+    """Samplers: turn a composed model into samples (Algorithm 2 and its successors).
+
+    Return subclasses of :class:`gendiff.samplers.Sampler`. A sampler receives the whole
+    composed model, so it can call it as often per step as its solver needs::
+
+        import gendiff, torch
+        from gendiff.samplers import Sampler
+
+        class MeanOnly(Sampler):
+            '''Algorithm 2 without noise: follow the reverse means.'''
+            name = "mean-only"
+            def sample(self, model, shape, generator=None, progress=None):
+                x = model.prior_sample(shape, generator=generator)
+                for t in range(model.timesteps, 0, -1):
+                    x = model.p_transition(x, model.time(t, shape[0], x.device)).mean
+                return x
+
+        @gendiff.hookimpl
+        def gendiff_register_samplers():
+            return [MeanOnly]
+    """
+
+
+@hookspec
+def gendiff_register_datasets() -> list[type]:
+    """Datasets: discrete images with a known number of levels K.
+
+    Return subclasses of :class:`gendiff.datasets.Dataset`. A dataset states its ``shape``
+    (C, H, W) and ``levels`` (K) without loading anything, and ``load(split)`` returns uint8
+    integers in {0..K-1} shaped (N, C, H, W)::
+
+        import gendiff, torch
+        from gendiff.datasets import Dataset
+
+        class Checkers(Dataset):
+            '''Two 4x4 binary checkerboards, K = 2.'''
+            name = "checkers"
+            shape = (1, 4, 4)
+            levels = 2
+            def load(self, split="train"):
+                board = (torch.arange(4)[:, None] + torch.arange(4)) % 2
+                return torch.stack([board, 1 - board])[:, None].to(torch.uint8)
+
+        @gendiff.hookimpl
+        def gendiff_register_datasets():
+            return [Checkers]
+    """

@@ -1,0 +1,172 @@
+"""Parameterizations: what the network predicts, and how that becomes x0_hat, eps_hat and the
+reverse mean mu_theta (Sec. 3.2 of the paper; eqs. 4, 7, 11, 15).
+
+Interface: :class:`Parameterization`. A Gaussian parameterization gives three maps; everything
+else (the clipped prediction, the mean) is derived once in :meth:`Parameterization.predict`:
+
+- ``target(x0, noise, x_t, t, schedule)``: what the network should output (the regression
+  target of the "simple" loss);
+- ``to_x0`` and ``to_eps``: the network output expressed as x0_hat and eps_hat;
+- ``to_mean`` (optional): the reverse mean; by default mu~_t(x_t, x0_hat) of eq. 7, which for the
+  eps parameterization is exactly eq. 11.
+
+All views are the same model family (the "unified perspective"): the round trip
+``to_x0(target(x0, eps, ...))`` returns x0 for every parameterization. Time convention: the
+paper's t in {1..T}, integer tensor of shape (B,).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from torch import Tensor
+
+from .component import Component
+
+
+@dataclass
+class Prediction:
+    """The network's prediction in every view the rest of gendiff needs.
+
+    ``x0``: x0_hat (eq. 15); ``eps``: eps_hat; ``mean``: mu_theta(x_t, t), the reverse mean.
+    """
+
+    x0: Tensor
+    eps: Tensor
+    mean: Tensor
+
+    def detach(self) -> "Prediction":
+        return replace(self, x0=self.x0.detach(), eps=self.eps.detach(), mean=self.mean.detach())
+
+
+class Parameterization(Component, ABC):
+    """What the network predicts. Subclasses implement ``target``, ``to_x0`` and ``to_eps``."""
+
+    family: ClassVar[str] = "parameterization"
+    provides: ClassVar[frozenset[str]] = frozenset({"mean", "eps"})
+    requires = {"schedule": frozenset({"gaussian"})}
+
+    def out_channels(self, data_channels: int, levels: int) -> int:
+        """Network output channels this parameterization needs (one value per data channel)."""
+        return data_channels
+
+    @abstractmethod
+    def target(self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
+        """The regression target of the network for x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) noise."""
+
+    @abstractmethod
+    def to_x0(self, output: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
+        """x0_hat from the network output."""
+
+    @abstractmethod
+    def to_eps(self, output: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
+        """eps_hat from the network output."""
+
+    def to_mean(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
+        """mu_theta(x_t, t): by default the posterior mean mu~_t(x_t, x0_hat) of eq. 7."""
+        return schedule.posterior_mean(x0, x_t, t)
+
+    def predict(self, output: Tensor, x_t: Tensor, t: Tensor, schedule, clip_x0: bool = False) -> Prediction:
+        """The network output in every view. With ``clip_x0`` (sampling only, never for
+        likelihoods) x0_hat is clipped to [-1, 1] and the mean and eps are re-derived from it,
+        as the official sampler does."""
+        x0 = self.to_x0(output, x_t, t, schedule)
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            return Prediction(x0, schedule.eps_from_x0(x_t, t, x0), schedule.posterior_mean(x0, x_t, t))
+        eps = self.to_eps(output, x_t, t, schedule)
+        return Prediction(x0, eps, self.to_mean(output, x0, x_t, t, schedule))
+
+
+class EpsParameterization(Parameterization):
+    """eps-prediction (eq. 11): the network predicts the noise; x0_hat by eq. 15, and
+    mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t)."""
+
+    name = "eps"
+
+    def target(self, x0, noise, x_t, t, schedule):
+        return noise
+
+    def to_eps(self, output, x_t, t, schedule):
+        return output
+
+    def to_x0(self, output, x_t, t, schedule):
+        return schedule.x0_from_eps(x_t, t, output)
+
+    def to_mean(self, output, x0, x_t, t, schedule):
+        # eq. 11, written directly (it equals mu~_t(x_t, x0_hat) exactly)
+        coef = schedule.at("beta", t, x_t) / schedule.at("sqrt_one_minus_abar", t, x_t)
+        return (x_t - coef * output) / schedule.at("sqrt_alpha", t, x_t)
+
+
+class X0Parameterization(Parameterization):
+    """x0-prediction: the network predicts x0 directly; mu_theta = mu~_t(x_t, x0_hat) (eq. 7)."""
+
+    name = "x0"
+
+    def target(self, x0, noise, x_t, t, schedule):
+        return x0
+
+    def to_x0(self, output, x_t, t, schedule):
+        return output
+
+    def to_eps(self, output, x_t, t, schedule):
+        return schedule.eps_from_x0(x_t, t, output)
+
+
+class MeanParameterization(Parameterization):
+    """mu-prediction, the paper's baseline (Table 2): the network outputs mu_theta(x_t, t)
+    itself; x0_hat inverts eq. 7, x0 = (mu - coef_xt x_t) / coef_x0 (coef_x0 > 0 for all t)."""
+
+    name = "mu"
+
+    def target(self, x0, noise, x_t, t, schedule):
+        return schedule.posterior_mean(x0, x_t, t)
+
+    def to_x0(self, output, x_t, t, schedule):
+        return (output - schedule.at("posterior_coef_xt", t, x_t) * x_t) / schedule.at(
+            "posterior_coef_x0", t, x_t
+        )
+
+    def to_eps(self, output, x_t, t, schedule):
+        return schedule.eps_from_x0(x_t, t, self.to_x0(output, x_t, t, schedule))
+
+    def to_mean(self, output, x0, x_t, t, schedule):
+        return output
+
+
+class VParameterization(Parameterization):
+    """v-prediction (Salimans & Ho 2022): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, so
+    x0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v and eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
+
+    name = "v"
+
+    def target(self, x0, noise, x_t, t, schedule):
+        return schedule.at("sqrt_abar", t, x0) * noise - schedule.at("sqrt_one_minus_abar", t, x0) * x0
+
+    def to_x0(self, output, x_t, t, schedule):
+        return schedule.at("sqrt_abar", t, x_t) * x_t - schedule.at("sqrt_one_minus_abar", t, x_t) * output
+
+    def to_eps(self, output, x_t, t, schedule):
+        return schedule.at("sqrt_one_minus_abar", t, x_t) * x_t + schedule.at("sqrt_abar", t, x_t) * output
+
+
+class ScoreParameterization(Parameterization):
+    """Score-prediction (the unified view, Tweedie): s = grad log q(x_t) = -eps / sqrt(1 - abar_t);
+    mu_theta = (x_t + beta_t s_theta) / sqrt(alpha_t)."""
+
+    name = "score"
+
+    def target(self, x0, noise, x_t, t, schedule):
+        return -noise / schedule.at("sqrt_one_minus_abar", t, x0)
+
+    def to_eps(self, output, x_t, t, schedule):
+        return -schedule.at("sqrt_one_minus_abar", t, x_t) * output
+
+    def to_x0(self, output, x_t, t, schedule):
+        return schedule.x0_from_eps(x_t, t, self.to_eps(output, x_t, t, schedule))
+
+    def to_mean(self, output, x0, x_t, t, schedule):
+        return (x_t + schedule.at("beta", t, x_t) * output) / schedule.at("sqrt_alpha", t, x_t)

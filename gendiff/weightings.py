@@ -1,0 +1,128 @@
+"""Loss weightings: how one training example's loss is formed from its sampled timestep
+(eqs. 8, 12, 14 of the paper; Table 2's ablations; Improved DDPM's hybrid loss).
+
+Interface: :class:`LossWeighting` with one method, ``loss(terms) -> (B,)``. ``terms`` is a
+:class:`LossTerms`: the sampled t, x0, noise, x_t and the network's prediction, plus the pieces
+a weighting combines, each computed only when asked for:
+
+- :meth:`LossTerms.mse`: mean squared error between the network output and its
+  parameterization's target (eq. 14 for eps);
+- :meth:`LossTerms.bound`: an unbiased one-sample estimate of the whole variational bound
+  (eq. 5), L_T + T * L_{t-1}, in nats per dimension, every term in closed form;
+- :meth:`LossTerms.mean_mse`: ||mu~_t - mu_theta||^2 per dimension (Table 2's unweighted MSE).
+
+Time convention: ``terms.t`` is the paper's t in {1..T}, drawn uniformly (Algorithm 1).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+from torch import Tensor
+
+from .component import Component
+from .parameterizations import Prediction
+
+
+def mean_flat(x: Tensor) -> Tensor:
+    """Mean over every dimension except the batch: (B, ...) -> (B,)."""
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+@dataclass
+class LossTerms:
+    """One batch of Algorithm 1's draws and the network's answer; pieces computed on demand."""
+
+    x0: Tensor
+    t: Tensor
+    noise: Tensor
+    x_t: Tensor
+    output: Tensor  #: the parameterization's share of the network output
+    target: Tensor  #: the parameterization's regression target
+    prediction: Prediction
+    var_output: Tensor | None
+    #: ``bound_fn(prediction) -> (B,)`` nats/dim estimate of the bound (supplied by the model)
+    bound_fn: Callable[[Prediction], Tensor]
+    #: ``posterior_mean_fn() -> mu~_t`` (supplied by the model)
+    posterior_mean_fn: Callable[[], Tensor]
+
+    def mse(self) -> Tensor:
+        """mean_flat((target - output)^2), shape (B,): eq. 14 under the eps parameterization."""
+        return mean_flat((self.target - self.output) ** 2)
+
+    def bound(self, detach_prediction: bool = False) -> Tensor:
+        """(L_T + T * L_{t-1}) / D in nats per dimension, shape (B,): a one-sample unbiased
+        estimate of the bound (eq. 5), with L_0 = the discretized decoder (eq. 13) when t = 1.
+
+        With ``detach_prediction`` the predicted mean gets no gradient, so only a learned
+        variance is trained by it (Improved DDPM's hybrid loss)."""
+        pred = self.prediction.detach() if detach_prediction else self.prediction
+        return self.bound_fn(pred)
+
+    def mean_mse(self) -> Tensor:
+        """mean_flat((mu~_t(x_t, x0) - mu_theta(x_t, t))^2), shape (B,)."""
+        return mean_flat((self.posterior_mean_fn() - self.prediction.mean) ** 2)
+
+
+class LossWeighting(Component, ABC):
+    """Forms the per-example training loss from :class:`LossTerms`."""
+
+    family: ClassVar[str] = "weighting"
+
+    @abstractmethod
+    def loss(self, terms: LossTerms) -> Tensor:
+        """Per-example loss, shape (B,); the trainer averages it."""
+
+
+class Simple(LossWeighting):
+    """L_simple (eq. 14): the unweighted MSE of the parameterization's target. Under eps it is
+    ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2; the paper's default."""
+
+    name = "simple"
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        return terms.mse()
+
+
+class VLB(LossWeighting):
+    """The true variational bound (eq. 5): closed-form Gaussian KLs for t > 1 plus the
+    discretized decoder (eq. 13) at t = 1, L_T included. Under eps with a fixed variance this
+    is eq. 12's weighting of the eps MSE."""
+
+    name = "vlb"
+    requires = {"variance": frozenset({"gaussian"})}
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        return terms.bound()
+
+
+class MeanMSE(LossWeighting):
+    """The unweighted mean MSE of Table 2: ||mu~_t - mu_theta||^2 (eq. 8 without its 1/(2 sigma_t^2)
+    weight; the paper found it unstable for mu-prediction)."""
+
+    name = "mse-mu"
+    requires = {"variance": frozenset({"gaussian"})}
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        return terms.mean_mse()
+
+
+class Hybrid(LossWeighting):
+    """Improved DDPM's L_hybrid = L_simple + lambda L_vlb (lambda = 0.001), where the bound term
+    sees a frozen mean so that it trains only the learned variance."""
+
+    name = "hybrid"
+    requires = {"variance": frozenset({"learned"})}
+
+    def __init__(self, vlb_weight: float = 0.001):
+        if isinstance(vlb_weight, bool) or not isinstance(vlb_weight, (int, float)) or vlb_weight < 0:
+            raise ValueError(f"vlb_weight must be a non-negative number, got {vlb_weight!r}")
+        self.vlb_weight = float(vlb_weight)
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        return terms.mse() + self.vlb_weight * terms.bound(detach_prediction=True)
+
+
+__all__ = ["LossTerms", "LossWeighting", "Simple", "VLB", "MeanMSE", "Hybrid", "mean_flat"]
