@@ -22,7 +22,7 @@ __all__ = ["build", "hookimpl", "__version__", "Diffusion", "NLL"]
 
 def __getattr__(name):  # keep ``import gendiff`` light: torch-heavy modules load on first use
     if name == "build":
-        from .build import build
+        from .builder import build
 
         return build
     if name in ("Diffusion", "NLL"):

@@ -40,13 +40,16 @@ class Component:
     - ``name``: the registry name used in recipes (``[schedule] name = "linear"``);
     - ``provides``: capability tags this component offers to the others;
     - ``requires``: ``{family: frozenset(tags)}`` that the recipe's component of that family
-      must provide.
+      must provide;
+    - ``example_args`` (optional): arguments of a small instance, used by :mod:`gendiff.testing`.
     """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     provides: ClassVar[frozenset[str]] = frozenset()
     requires: ClassVar[Mapping[str, frozenset[str]]] = {}
+    #: constructor arguments of a small working instance (for the conformance suites)
+    example_args: ClassVar[Mapping[str, Any]] = {}
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments this instance was built with (recorded in recipes)."""

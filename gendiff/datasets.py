@@ -8,6 +8,7 @@ the paper's scale x = 2k/(K-1) - 1 (:func:`gendiff.distributions.levels_to_unit`
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -61,13 +62,20 @@ class Digits(Dataset):
         return np.sort(order[: self.test_size] if split == "test" else order[self.test_size :])
 
     def load(self, split: str = "train") -> Tensor:
-        from sklearn.datasets import load_digits
-
-        images = load_digits().images.astype(np.uint8)  # (1797, 8, 8), values 0..16
+        images = _sklearn_digits()[0]  # (1797, 8, 8), values 0..16
         return torch.from_numpy(images[self._split(split)])[:, None]
 
     def labels(self, split: str = "train") -> Tensor:
         """The digit classes (0..9) of :meth:`load`'s images, in the same order."""
-        from sklearn.datasets import load_digits
+        return torch.from_numpy(_sklearn_digits()[1][self._split(split)])
 
-        return torch.from_numpy(load_digits().target[self._split(split)])
+
+@functools.lru_cache(maxsize=1)
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (uint8 images (1797, 8, 8), int64 labels), parsed once."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)
+    images.setflags(write=False)
+    return images, bunch.target.astype(np.int64)

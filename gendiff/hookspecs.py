@@ -132,13 +132,13 @@ def gendiff_register_backbones() -> list[type]:
         from gendiff.backbones import Backbone
 
         class Linear(Backbone):
-            '''A per-pixel linear map, ignoring t: a smoke-test backbone.'''
+            '''A per-pixel linear map plus a time offset: a smoke-test backbone.'''
             name = "linear"
             def __init__(self, in_channels, out_channels, image_size):
                 super().__init__()
                 self.proj = torch.nn.Conv2d(in_channels, out_channels, 1)
             def forward(self, x, t):
-                return self.proj(x)
+                return self.proj(x) + t.to(x.dtype).view(-1, 1, 1, 1) / 1000
 
         @gendiff.hookimpl
         def gendiff_register_backbones():
@@ -188,6 +188,7 @@ def gendiff_register_datasets() -> list[type]:
             shape = (1, 4, 4)
             levels = 2
             def load(self, split="train"):
+                self.check_split(split)
                 board = (torch.arange(4)[:, None] + torch.arange(4)) % 2
                 return torch.stack([board, 1 - board])[:, None].to(torch.uint8)
 

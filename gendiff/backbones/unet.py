@@ -93,6 +93,8 @@ class UNet(Backbone):
     """
 
     name = "unet"
+    #: a small configuration for the conformance suite and quick tests
+    example_args = {"channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0}
 
     def __init__(
         self,

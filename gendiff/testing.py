@@ -1,0 +1,298 @@
+"""Conformance suites, one per component family, for gendiff's own components and for plugins.
+
+Each ``check_<family>`` function builds what it needs, runs the family's contract (shapes,
+dtypes, float64 agreement, the family's invariants) and raises ``AssertionError`` with a message
+saying what broke. A plugin author runs them from pytest::
+
+    from gendiff.testing import check_schedule
+    from my_plugin import MySchedule
+
+    def test_my_schedule_conforms():
+        check_schedule(MySchedule())
+
+Components that need constructor arguments give a small working set as the class attribute
+``example_args`` (used by :func:`example_instance`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import Backbone
+from .component import construct
+from .plugins import hookimpl
+
+__all__ = [
+    "example_instance",
+    "check_schedule",
+    "check_parameterization",
+    "check_variance",
+    "check_weighting",
+    "check_backbone",
+    "check_sampler",
+    "check_dataset",
+    "tiny_model",
+    "testing_plugin_system",
+    "TinyConv",
+]
+
+
+def example_instance(cls: type, **context: Any):
+    """An instance of ``cls`` built from its ``example_args`` (or its defaults)."""
+    return construct(cls, getattr(cls, "family", "component"), dict(getattr(cls, "example_args", {})), **context)
+
+
+def _close(a: Tensor, b: Tensor, what: str, rtol=1e-5, atol=1e-6) -> None:
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+    ok = torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol)
+    assert ok, f"{what}: max difference {(a.double() - b.double()).abs().max().item():.3g}"
+
+
+def _batch(dtype=torch.float64, shape=(6, 2, 4, 4), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = (torch.rand(shape, generator=g, dtype=dtype) * 2 - 1)
+    noise = torch.randn(shape, generator=g, dtype=dtype)
+    return x0, noise, g
+
+
+def _times(T: int, n: int) -> Tensor:
+    """n times spread over {1..T}, always including 1, 2 and T."""
+    ts = torch.linspace(1, T, n).round().long()
+    ts[0], ts[1], ts[-1] = 1, min(2, T), T
+    return ts
+
+
+# -- schedules ---------------------------------------------------------------------------------
+def check_schedule(schedule) -> None:
+    """The forward-process contract: q_sample shapes/dtypes, a proper prior, a non-negative
+    L_T, and, for Gaussian schedules, float64 tables with 0 < abar_T < ... < abar_1 < abar_0 = 1
+    and the noise-free consistency of eq. 7: mu~_t(sqrt(abar_t) x0, x0) = sqrt(abar_{t-1}) x0."""
+    T = schedule.timesteps
+    assert isinstance(T, int) and T >= 1, f"timesteps must be a positive int, got {T!r}"
+    x0, noise, g = _batch()
+    t = _times(T, x0.shape[0])
+    for dtype in (torch.float32, torch.float64):
+        xt = schedule.q_sample(x0.to(dtype), t, schedule.noise_like(x0.to(dtype), g))
+        assert xt.shape == x0.shape and xt.dtype == dtype, "q_sample must keep shape and dtype"
+        assert torch.isfinite(xt).all(), "q_sample produced non-finite values"
+    prior = schedule.prior_sample((3, 2, 4, 4), generator=g, dtype=torch.float64)
+    assert prior.shape == (3, 2, 4, 4), "prior_sample must return the asked-for shape"
+    lt = schedule.prior_kl(x0)
+    assert lt.shape == x0.shape and bool((lt >= -1e-12).all()), "prior_kl (L_T) must be >= 0 per element"
+    model_in = schedule.model_input(x0, t)
+    assert model_in.shape[1] == x0.shape[1] + schedule.extra_input_channels, (
+        "model_input must add exactly extra_input_channels channels"
+    )
+    if "gaussian" not in schedule.provides:
+        return
+    tables = schedule.tables
+    for name, value in tables.items():
+        assert value.dtype == torch.float64, f"table {name} must be float64"
+        assert value.shape == (T + 1,), f"table {name} must have T + 1 entries (index = paper t)"
+    abar = tables["abar"]
+    assert abar[0] == 1.0, "abar_0 must be 1"
+    assert bool((abar[1:] < abar[:-1]).all()) and abar[-1] > 0, "abar_t must decrease strictly and stay > 0"
+    _close(abar[1:], torch.cumprod(1 - tables["beta"][1:], 0), "abar_t = prod(1 - beta_s)", rtol=1e-12)
+    mean32 = schedule.posterior_mean(x0.float(), schedule.q_sample(x0.float(), t, torch.zeros_like(x0.float())), t)
+    mean64 = schedule.posterior_mean(x0, schedule.q_sample(x0, t, torch.zeros_like(x0)), t)
+    expect = schedule.at("abar_prev", t, x0).sqrt() * x0
+    _close(mean64, expect, "eq. 7 with noise-free x_t", rtol=1e-10, atol=1e-12)
+    _close(mean32, mean64, "float32 vs float64 posterior mean", rtol=1e-4, atol=1e-5)
+
+
+# -- parameterizations -------------------------------------------------------------------------
+def check_parameterization(param, schedule=None) -> None:
+    """Round trips: the network output equal to the target must give back x0, eps and the
+    posterior mean mu~_t(x_t, x0) exactly (float64), and float32 must agree with float64."""
+    from .schedules import LinearSchedule
+
+    schedule = schedule or LinearSchedule()
+    x0, noise, _ = _batch()
+    assert param.out_channels(x0.shape[1], 256) >= 1, "out_channels must be positive"
+    t = _times(schedule.timesteps, x0.shape[0])
+    xt = schedule.q_sample(x0, t, noise)
+    target = param.target(x0, noise, xt, t, schedule)
+    assert target.shape == x0.shape, "target must be shaped like x0"
+    pred = param.predict(target, xt, t, schedule)
+    _close(pred.x0, x0, f"{param.name}: x0 round trip", rtol=1e-6, atol=1e-6)
+    _close(pred.eps, noise, f"{param.name}: eps round trip", rtol=1e-6, atol=1e-6)
+    _close(pred.mean, schedule.posterior_mean(x0, xt, t), f"{param.name}: mean = mu~_t(x_t, x0)", rtol=1e-6, atol=1e-8)
+    pred32 = param.predict(target.float(), xt.float(), t, schedule)
+    assert pred32.mean.dtype == torch.float32, "predict must keep the dtype"
+    _close(pred32.mean, pred.mean, f"{param.name}: float32 vs float64 mean", rtol=1e-3, atol=1e-4)
+    clipped = param.predict(target * 50, xt, t, schedule, clip_x0=True)
+    assert clipped.x0.abs().max() <= 1.0, "clip_x0 must clip x0_hat to [-1, 1]"
+    _close(clipped.mean, schedule.posterior_mean(clipped.x0, xt, t), "clipped mean = mu~_t(x_t, clip(x0_hat))")
+
+
+# -- variances -----------------------------------------------------------------------------------
+def check_variance(variance, schedule=None) -> None:
+    """The reverse transition keeps the predicted mean, has a finite positive variance of the
+    data's shape, float32 agrees with float64, and a fixed variance lies between beta~_t and
+    beta_t for t >= 2 (the paper's two extremes)."""
+    from .parameterizations import EpsParameterization
+    from .schedules import LinearSchedule
+
+    schedule = schedule or LinearSchedule()
+    x0, noise, g = _batch()
+    t = _times(schedule.timesteps, x0.shape[0])
+    xt = schedule.q_sample(x0, t, noise)
+    extra = variance.out_channels(x0.shape[1])
+    assert isinstance(extra, int) and extra >= 0, "out_channels must be a non-negative int"
+    var_out = torch.rand((x0.shape[0], extra, *x0.shape[2:]), generator=g, dtype=x0.dtype) * 2 - 1 if extra else None
+    pred = EpsParameterization().predict(noise, xt, t, schedule)
+    p = variance.transition(pred, var_out, xt, t, schedule)
+    _close(p.mean, pred.mean, "the transition's mean must be the predicted mean")
+    var = p.variance
+    assert var.shape == x0.shape and bool(torch.isfinite(var).all()) and bool((var > 0).all()), (
+        "variance must be finite and positive"
+    )
+    if extra == 0:  # a fixed choice lies between the paper's two extremes (t >= 2)
+        later = t >= 2
+        lo = schedule.at("log_posterior_variance", t, xt).exp()[later]
+        hi = schedule.at("log_beta", t, xt).exp()[later]
+        v = var[later]
+        assert bool((v >= lo * (1 - 1e-9)).all() & (v <= hi * (1 + 1e-9)).all()), (
+            "a fixed sigma_t^2 must lie between beta~_t and beta_t for t >= 2 (Sec. 3.2)"
+        )
+    p32 = variance.transition(
+        pred.__class__(pred.x0.float(), pred.eps.float(), pred.mean.float()),
+        None if var_out is None else var_out.float(), xt.float(), t, schedule,
+    )
+    _close(p32.variance, var, "float32 vs float64 variance", rtol=1e-4, atol=1e-9)
+
+
+# -- weightings ----------------------------------------------------------------------------------
+class TinyConv(Backbone):
+    """A one-layer time-conditioned convolution: the fast backbone of the suites and tests."""
+
+    name = "tiny-conv"
+
+    def __init__(self, in_channels: int, out_channels: int, image_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels + 1, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        tmap = (t.to(x.dtype) / 1000.0).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+        return self.conv(torch.cat([x, tmap], 1))
+
+
+class _TestingPlugin:
+    """Registers :class:`TinyConv` through the public hook, like any plugin."""
+
+    @hookimpl
+    def gendiff_register_backbones(self):
+        return [TinyConv]
+
+
+def testing_plugin_system():
+    """A plugin system with the installed plugins plus the testing backbone ``tiny-conv``."""
+    from .plugins import create_plugin_system
+
+    return create_plugin_system(extra_plugins=[("gendiff.testing", _TestingPlugin())])
+
+
+def tiny_model(weighting=None, variance=None, parameterization=None, sampler=None, timesteps: int = 50, seed: int = 0):
+    """A small composed model (linear schedule, the ``tiny-conv`` backbone, data 2x4x4, K = 256).
+
+    ``weighting``, ``variance``, ``parameterization`` and ``sampler`` are registry names, or
+    instances (e.g. a plugin's component under test), which replace the built component."""
+    from .builder import build
+
+    chosen = {"parameterization": parameterization, "variance": variance, "weighting": weighting, "sampler": sampler}
+    defaults = {"parameterization": "eps", "variance": "fixed-large", "weighting": "simple", "sampler": "ancestral"}
+    recipe = {
+        family: {"name": value if isinstance(value, str) else getattr(value, "name", None) or defaults[family]}
+        for family, value in ((f, chosen[f] or defaults[f]) for f in chosen)
+    }
+    system = testing_plugin_system()
+    for family, value in chosen.items():  # an unregistered instance: build with the default first
+        if value is not None and not isinstance(value, str) and recipe[family]["name"] not in system.registry(family):
+            recipe[family]["name"] = defaults[family]
+    recipe.update(
+        schedule={"name": "linear", "timesteps": timesteps},
+        backbone={"name": "tiny-conv"},
+        data={"shape": [2, 4, 4], "levels": 256},
+    )
+    torch.manual_seed(seed)
+    model = build(recipe, plugins=system)
+    for family, value in chosen.items():
+        if value is not None and not isinstance(value, str):
+            setattr(model, family, value)
+    return model
+
+
+def check_weighting(weighting) -> None:
+    """A weighting returns one finite loss per example, and its gradient reaches the network."""
+    needs_learned = "learned" in weighting.requires.get("variance", ())
+    model = tiny_model(weighting, variance="learned-range" if needs_learned else "fixed-large")
+    x0, _, g = _batch(torch.float32, (8, 2, 4, 4))
+    terms = model.loss_terms(x0, generator=g)
+    loss = weighting.loss(terms)
+    assert loss.shape == (8,), f"loss must have one value per example, got shape {tuple(loss.shape)}"
+    assert bool(torch.isfinite(loss).all()), "loss must be finite"
+    loss.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(gr).all()) for gr in grads), "gradients must be finite"
+    assert any(bool(gr.abs().sum() > 0) for gr in grads), "the loss must train the network"
+
+
+# -- backbones -----------------------------------------------------------------------------------
+def check_backbone(cls: type, image_size: int = 8) -> None:
+    """A backbone returns (B, out_channels, H, W) for several channel configurations, keeps
+    examples independent of each other, and depends on both x and t (after random weights)."""
+    for cin, cout in ((1, 1), (3, 6), (2, 3)):
+        net = example_instance(cls, in_channels=cin, out_channels=cout, image_size=image_size)
+        assert isinstance(net, nn.Module), "a backbone must be an nn.Module"
+        net.eval()
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in net.parameters():  # zero-initialised output layers would hide everything
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            x = torch.randn(3, cin, image_size, image_size, generator=g)
+            t = torch.tensor([1, 10, 1000])
+            out = net(x, t)
+            assert out.shape == (3, cout, image_size, image_size), f"output shape {tuple(out.shape)}"
+            assert bool(torch.isfinite(out).all()), "output must be finite"
+            alone = net(x[1:2], t[1:2])
+            _close(alone, out[1:2], "an example's output must not depend on the rest of the batch", rtol=1e-4, atol=1e-5)
+            assert not torch.allclose(net(x, torch.tensor([5, 500, 900])), out), "output must depend on t"
+            assert not torch.allclose(net(x * 0.5, t), out), "output must depend on x"
+
+
+# -- samplers ------------------------------------------------------------------------------------
+def check_sampler(sampler) -> None:
+    """A sampler returns finite samples of the asked-for shape, reproducible from a seeded
+    generator and different for different seeds."""
+    model = tiny_model(sampler=sampler, timesteps=20)
+    shape = (3, 2, 4, 4)
+    a = sampler.sample(model, shape, generator=torch.Generator().manual_seed(1))
+    b = sampler.sample(model, shape, generator=torch.Generator().manual_seed(1))
+    c = sampler.sample(model, shape, generator=torch.Generator().manual_seed(2))
+    assert a.shape == shape, f"sample shape {tuple(a.shape)} != {shape}"
+    assert bool(torch.isfinite(a).all()), "samples must be finite"
+    assert torch.equal(a, b), "the same generator seed must give the same samples"
+    assert not torch.equal(a, c), "different seeds must give different samples"
+
+
+# -- datasets ------------------------------------------------------------------------------------
+def check_dataset(dataset) -> None:
+    """Both splits load as uint8 (N, C, H, W) in {0..K-1}, with the declared shape."""
+    for split in ("train", "test"):
+        data = dataset.load(split)
+        assert data.dtype == torch.uint8, f"{split}: dtype must be uint8, got {data.dtype}"
+        assert data.ndim == 4 and tuple(data.shape[1:]) == tuple(dataset.shape), (
+            f"{split}: shape {tuple(data.shape)} does not match the declared {tuple(dataset.shape)}"
+        )
+        assert len(data) > 0 and int(data.max()) < dataset.levels, f"{split}: values must lie in 0..K-1"
+    try:
+        dataset.load("no-such-split")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an unknown split must raise ValueError")
+    assert math.prod(dataset.shape) > 0

@@ -1,0 +1,204 @@
+"""The plugin system: hooks, registries, entry-point discovery and its failure modes."""
+
+import inspect
+import textwrap
+import types
+import warnings
+
+import pytest
+
+import gendiff
+from gendiff import hookspecs, testing
+from gendiff.errors import PluginError, UnknownComponentError
+from gendiff.plugins import HOOKS, PluginLoadWarning, create_plugin_system, plugin_system, registry
+from gendiff.schedules import LinearSchedule
+
+
+def make_plugin(name, **hooks):
+    """A plugin object whose hooks return the given lists."""
+    mod = types.ModuleType(name)
+    for hook, value in hooks.items():
+        def impl(value=value):
+            return value
+        impl.__name__ = hook
+        setattr(mod, hook, gendiff.hookimpl(impl))
+    return mod
+
+
+def write_dist(tmp_path, dist, version, module, source, ep_name=None):
+    """A hand-made installed distribution: a module plus a *.dist-info folder with entry points."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[gendiff]\n{ep_name or dist} = {module}\n")
+
+
+PLUGIN_SOURCE = """
+    import torch, gendiff
+    from gendiff.schedules import GaussianSchedule
+
+    class Flat(GaussianSchedule):
+        name = "flat"
+        def betas(self):
+            return torch.full((self.timesteps,), 0.01, dtype=torch.float64)
+
+    @gendiff.hookimpl
+    def gendiff_register_schedules():
+        return [Flat]
+"""
+
+
+def test_every_family_has_one_prefixed_documented_hook():
+    names = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "gendiff_spec")]
+    assert sorted(names) == sorted(HOOKS.values())
+    for n in names:
+        assert n.startswith("gendiff_")
+        doc = getattr(hookspecs, n).__doc__
+        assert doc and "@gendiff.hookimpl" in doc, f"{n} needs a docstring with an example"
+
+
+def _examples():
+    for family, hook in HOOKS.items():
+        doc = inspect.getdoc(getattr(hookspecs, hook))
+        lines = doc.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.rstrip().endswith("::")) + 1
+        block = []
+        for line in lines[start:]:
+            if line and not line.startswith(" "):
+                break
+            block.append(line)
+        yield family, hook, textwrap.dedent("\n".join(block))
+
+
+CHECKS = {
+    "schedule": testing.check_schedule,
+    "parameterization": testing.check_parameterization,
+    "variance": testing.check_variance,
+    "weighting": testing.check_weighting,
+    "sampler": testing.check_sampler,
+    "dataset": testing.check_dataset,
+}
+
+
+@pytest.mark.parametrize("family, hook, code", list(_examples()), ids=lambda v: v if v in HOOKS else "")
+def test_hook_docstring_examples_run_and_conform(family, hook, code):
+    namespace = {}
+    exec(compile(code, f"<{hook} example>", "exec"), namespace)
+    plugin = types.ModuleType(f"example_{family}")
+    plugin.__dict__.update(namespace)
+    system = create_plugin_system(extra_plugins=[("example", plugin)], autoload=False)
+    names = system.plugins["example"].components[family]
+    assert len(names) == 1
+    cls = system.registry(family).get(names[0])
+    assert system.registry(family).plugin_of(names[0]) == "example"
+    if family == "backbone":
+        testing.check_backbone(cls)
+    else:
+        CHECKS[family](testing.example_instance(cls))
+
+
+def test_builtins_register_through_the_hooks():
+    system = create_plugin_system(autoload=False)
+    assert system.plugins["gendiff"].components["schedule"] == ["linear", "cosine", "quadratic"]
+    assert system.registry("schedule").plugin_of("linear") == "gendiff"
+    assert system.registry("parameterization").names() == ["eps", "mu", "score", "v", "x0"]
+    assert system.registry("variance").names() == ["fixed-large", "fixed-small", "learned", "learned-range"]
+    assert system.registry("weighting").names() == ["hybrid", "mse-mu", "simple", "vlb"]
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(UnknownComponentError) as err:
+        registry("schedule").get("linaer")
+    assert "unknown schedule 'linaer'" in str(err.value)
+    assert "cosine, linear, quadratic" in str(err.value)
+    with pytest.raises(UnknownComponentError, match="Families"):
+        registry("scheduler")
+
+
+def test_same_name_from_two_plugins_is_an_error_naming_both():
+    class Clash(LinearSchedule):
+        pass
+
+    with pytest.raises(PluginError) as err:
+        create_plugin_system(extra_plugins=[("clashing-plugin", make_plugin("x", gendiff_register_schedules=[Clash]))],
+                             autoload=False)
+    msg = str(err.value)
+    assert "'linear'" in msg and "'gendiff'" in msg and "'clashing-plugin'" in msg
+
+
+def test_malformed_registrations_are_errors_naming_the_plugin():
+    class Nameless(LinearSchedule):
+        name = ""
+
+    with pytest.raises(PluginError, match="bad-plugin.*without a 'name'"):
+        create_plugin_system(extra_plugins=[("bad-plugin", make_plugin("x", gendiff_register_schedules=[Nameless]))],
+                             autoload=False)
+    with pytest.raises(PluginError, match="bad-plugin.*must return a list"):
+        create_plugin_system(extra_plugins=[("bad-plugin", make_plugin("x", gendiff_register_schedules=LinearSchedule))],
+                             autoload=False)
+
+
+def test_entry_point_discovery_from_a_hand_made_dist_info(tmp_path, monkeypatch):
+    write_dist(tmp_path, "gendiff-flat", "1.2.3", "gendiff_flat", PLUGIN_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("GENDIFF_DISABLE_PLUGINS", raising=False)
+    system = create_plugin_system()
+    assert "flat" in system.registry("schedule")
+    assert system.registry("schedule").plugin_of("flat") == "gendiff-flat"
+    info = system.plugins["gendiff-flat"]
+    assert info.version == "1.2.3" and info.error is None and info.components == {"schedule": ["flat"]}
+    testing.check_schedule(system.registry("schedule").get("flat")(timesteps=20))
+    # and a recipe can use it by name
+    model = gendiff.build({
+        "schedule": {"name": "flat", "timesteps": 10}, "parameterization": {"name": "eps"},
+        "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
+        "data": {"shape": [1, 2, 2]},
+    }, model=lambda x, t: x, plugins=system)
+    assert model.schedule.name == "flat"
+
+
+def test_a_plugin_that_fails_to_import_warns_and_the_rest_works(tmp_path, monkeypatch):
+    write_dist(tmp_path, "gendiff-broken", "0.1", "gendiff_broken", "raise ImportError('needs libfoo')\n")
+    write_dist(tmp_path, "gendiff-flat", "1.0", "gendiff_flat", PLUGIN_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("GENDIFF_DISABLE_PLUGINS", raising=False)
+    with pytest.warns(PluginLoadWarning, match="gendiff-broken.*needs libfoo"):
+        system = create_plugin_system()
+    assert "needs libfoo" in system.plugins["gendiff-broken"].error
+    assert "flat" in system.registry("schedule") and "linear" in system.registry("schedule")
+
+
+def test_a_hook_that_raises_warns_and_is_skipped():
+    def boom():
+        raise RuntimeError("kaput")
+
+    plugin = types.ModuleType("boom")
+    boom.__name__ = "gendiff_register_samplers"
+    plugin.gendiff_register_samplers = gendiff.hookimpl(boom)
+    with pytest.warns(PluginLoadWarning, match="'boomer'.*kaput"):
+        system = create_plugin_system(extra_plugins=[("boomer", plugin)], autoload=False)
+    assert "ancestral" in system.registry("sampler")
+    assert "kaput" in system.plugins["boomer"].error
+
+
+def test_disable_and_allow_list_environment_variables(tmp_path, monkeypatch):
+    write_dist(tmp_path, "gendiff-flat", "1.0", "gendiff_flat", PLUGIN_SOURCE)
+    write_dist(tmp_path, "gendiff-broken", "0.1", "gendiff_broken", "raise ImportError('x')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("GENDIFF_DISABLE_PLUGINS", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        system = create_plugin_system()
+    assert "flat" not in system.registry("schedule") and "linear" in system.registry("schedule")
+    assert set(system.plugins) == {"gendiff"}
+    monkeypatch.delenv("GENDIFF_DISABLE_PLUGINS")
+    monkeypatch.setenv("GENDIFF_PLUGINS", "gendiff-flat")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the broken one is not even imported
+        system = create_plugin_system()
+    assert "flat" in system.registry("schedule") and "gendiff-broken" not in system.plugins
+
+
+def test_the_process_wide_system_is_cached():
+    assert plugin_system() is plugin_system()
