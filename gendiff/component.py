@@ -72,16 +72,16 @@ def construct(cls: type, family: str, args: Mapping[str, Any], **context: Any) -
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in context
     ]
     has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    clash = [k for k in args if k in context]
+    if clash:
+        raise ComponentConfigError(
+            f"{label}: argument(s) {', '.join(map(repr, clash))} are set by gendiff, not by the recipe."
+        )
     unknown = [k for k in args if k not in user_params and not has_var_kw]
     if unknown:
         accepted = ", ".join(user_params) or "no arguments"
         raise ComponentConfigError(
             f"{label}: unknown argument(s) {', '.join(map(repr, unknown))}; it accepts {accepted}."
-        )
-    clash = [k for k in args if k in context]
-    if clash:
-        raise ComponentConfigError(
-            f"{label}: argument(s) {', '.join(map(repr, clash))} are set by gendiff, not by the recipe."
         )
     try:
         sig.bind(**context, **args)
