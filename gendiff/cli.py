@@ -44,21 +44,10 @@ def _root() -> None:
 
 
 def main() -> None:
-    """Console entry point: runs the app and turns a :class:`GendiffError` into a clean exit."""
+    """Console entry point: usage errors are typer's; a :class:`GendiffError` becomes one
+    paragraph on stderr and exit code 1, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()
     except GendiffError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(1)
-    except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
