@@ -18,7 +18,7 @@ paper's t in {1..T}, integer tensor of shape (B,).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 from torch import Tensor
@@ -30,15 +30,23 @@ from .component import Component
 class Prediction:
     """The network's prediction in every view the rest of gendiff needs.
 
-    ``x0``: x0_hat (eq. 15); ``eps``: eps_hat; ``mean``: mu_theta(x_t, t), the reverse mean.
+    ``x0``: x0_hat (eq. 15); ``eps``: eps_hat; ``mean``: mu_theta(x_t, t), the reverse mean;
+    ``logits``: per-level logits, for parameterizations of discrete reverse processes. A
+    parameterization fills the views it provides (its ``provides`` tags) and leaves the rest None.
     """
 
     x0: Tensor
-    eps: Tensor
-    mean: Tensor
+    eps: Tensor | None = None
+    mean: Tensor | None = None
+    logits: Tensor | None = None
 
     def detach(self) -> "Prediction":
-        return replace(self, x0=self.x0.detach(), eps=self.eps.detach(), mean=self.mean.detach())
+        """The same prediction cut from the graph (no gradient flows back through it)."""
+        return replace(self, **{f.name: _detach(getattr(self, f.name)) for f in fields(self)})
+
+
+def _detach(value: Tensor | None) -> Tensor | None:
+    return None if value is None else value.detach()
 
 
 class Parameterization(Component, ABC):

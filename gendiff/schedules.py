@@ -188,29 +188,32 @@ class GaussianSchedule(NoiseSchedule):
         return self.q_mean_variance(x0, t).kl(prior)
 
 
-class LinearSchedule(GaussianSchedule):
-    """The paper's schedule (Sec. 4): beta_t linear from ``beta_start`` to ``beta_end`` over T steps."""
-
-    name = "linear"
+class _RampSchedule(GaussianSchedule):
+    """Betas that ramp from ``beta_start`` (t = 1) to ``beta_end`` (t = T)."""
 
     def __init__(self, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
         super().__init__(timesteps)
-        _check_betas(beta_start, beta_end)
+        for label, v in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
+                raise ValueError(f"{label} must be a number in (0, 1), got {v!r}")
+        if beta_start > beta_end:
+            raise ValueError(f"beta_start ({beta_start}) must not exceed beta_end ({beta_end})")
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
+
+
+class LinearSchedule(_RampSchedule):
+    """The paper's schedule (Sec. 4): beta_t linear from ``beta_start`` to ``beta_end`` over T steps."""
+
+    name = "linear"
 
     def betas(self) -> Tensor:
         return torch.linspace(self.beta_start, self.beta_end, self.timesteps, dtype=torch.float64)
 
 
-class QuadraticSchedule(GaussianSchedule):
+class QuadraticSchedule(_RampSchedule):
     """beta_t = (linspace(sqrt(beta_start), sqrt(beta_end), T))^2 (the official code's "quad")."""
 
     name = "quadratic"
-
-    def __init__(self, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-        super().__init__(timesteps)
-        _check_betas(beta_start, beta_end)
-        self.beta_start, self.beta_end = float(beta_start), float(beta_end)
 
     def betas(self) -> Tensor:
         root = torch.linspace(
@@ -239,10 +242,3 @@ class CosineSchedule(GaussianSchedule):
         abar = f / f[0]
         return (1 - abar[1:] / abar[:-1]).clamp(max=self.max_beta)
 
-
-def _check_betas(beta_start: float, beta_end: float) -> None:
-    for label, v in (("beta_start", beta_start), ("beta_end", beta_end)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
-            raise ValueError(f"{label} must be a number in (0, 1), got {v!r}")
-    if beta_start > beta_end:
-        raise ValueError(f"beta_start ({beta_start}) must not exceed beta_end ({beta_end})")

@@ -182,47 +182,73 @@ class TinyConv(Backbone):
 
 
 class _TestingPlugin:
-    """Registers :class:`TinyConv` through the public hook, like any plugin."""
+    """Registers :class:`TinyConv`, and the classes of components under test, through the public
+    hooks like any plugin."""
+
+    def __init__(self, extra: dict[str, list[type]]):
+        self.extra = extra
 
     @hookimpl
     def gendiff_register_backbones(self):
         return [TinyConv]
 
+    @hookimpl
+    def gendiff_register_parameterizations(self):
+        return self.extra.get("parameterization", [])
 
-def testing_plugin_system():
-    """A plugin system with the installed plugins plus the testing backbone ``tiny-conv``."""
+    @hookimpl
+    def gendiff_register_variances(self):
+        return self.extra.get("variance", [])
+
+    @hookimpl
+    def gendiff_register_weightings(self):
+        return self.extra.get("weighting", [])
+
+    @hookimpl
+    def gendiff_register_samplers(self):
+        return self.extra.get("sampler", [])
+
+
+def testing_plugin_system(extra: dict[str, list[type]] | None = None):
+    """The installed plugins plus the testing backbone ``tiny-conv`` and ``extra`` classes
+    (``{family: [classes]}``) that are not registered yet."""
     from .plugins import create_plugin_system
 
-    return create_plugin_system(extra_plugins=[("gendiff.testing", _TestingPlugin())])
+    return create_plugin_system(extra_plugins=[("gendiff.testing", _TestingPlugin(extra or {}))])
 
 
-def tiny_model(weighting=None, variance=None, parameterization=None, sampler=None, timesteps: int = 50, seed: int = 0):
-    """A small composed model (linear schedule, the ``tiny-conv`` backbone, data 2x4x4, K = 256).
+def tiny_model(weighting="simple", variance="fixed-large", parameterization="eps", sampler="ancestral",
+               timesteps: int = 50, seed: int = 0):
+    """A small composed model: linear schedule with ``timesteps`` steps, the ``tiny-conv``
+    backbone, data 2x4x4 with K = 256.
 
-    ``weighting``, ``variance``, ``parameterization`` and ``sampler`` are registry names, or
-    instances (e.g. a plugin's component under test), which replace the built component."""
+    ``weighting``, ``variance``, ``parameterization`` and ``sampler`` are registry names or
+    instances; an instance (a plugin's component under test) is used as it is, its class
+    registered for the occasion if it is not installed."""
     from .builder import build
+    from .plugins import plugin_system
 
     chosen = {"parameterization": parameterization, "variance": variance, "weighting": weighting, "sampler": sampler}
-    defaults = {"parameterization": "eps", "variance": "fixed-large", "weighting": "simple", "sampler": "ancestral"}
-    recipe = {
-        family: {"name": value if isinstance(value, str) else getattr(value, "name", None) or defaults[family]}
-        for family, value in ((f, chosen[f] or defaults[f]) for f in chosen)
+    installed = plugin_system()
+    extra = {
+        family: [type(value)]
+        for family, value in chosen.items()
+        if not isinstance(value, str) and value.name not in installed.registry(family)
     }
-    system = testing_plugin_system()
-    for family, value in chosen.items():  # an unregistered instance: build with the default first
-        if value is not None and not isinstance(value, str) and recipe[family]["name"] not in system.registry(family):
-            recipe[family]["name"] = defaults[family]
+    recipe = {
+        family: {"name": value} if isinstance(value, str) else {"name": value.name, **type(value).example_args}
+        for family, value in chosen.items()
+    }
     recipe.update(
         schedule={"name": "linear", "timesteps": timesteps},
         backbone={"name": "tiny-conv"},
         data={"shape": [2, 4, 4], "levels": 256},
     )
     torch.manual_seed(seed)
-    model = build(recipe, plugins=system)
+    model = build(recipe, plugins=testing_plugin_system(extra))
     for family, value in chosen.items():
-        if value is not None and not isinstance(value, str):
-            setattr(model, family, value)
+        if not isinstance(value, str):
+            setattr(model, family, value)  # keep the instance's own arguments
     return model
 
 

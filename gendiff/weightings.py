@@ -87,12 +87,11 @@ class Simple(LossWeighting):
 
 
 class VLB(LossWeighting):
-    """The true variational bound (eq. 5): closed-form Gaussian KLs for t > 1 plus the
-    discretized decoder (eq. 13) at t = 1, L_T included. Under eps with a fixed variance this
-    is eq. 12's weighting of the eps MSE."""
+    """The true variational bound (eq. 5): the closed-form KLs of the reverse transitions for
+    t > 1 plus the decoder term (eq. 13) at t = 1, L_T included, for any forward process. For a
+    Gaussian process under eps with a fixed variance this is eq. 12's weighting of the eps MSE."""
 
     name = "vlb"
-    requires = {"variance": frozenset({"gaussian"})}
 
     def loss(self, terms: LossTerms) -> Tensor:
         return terms.bound()
