@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import parameterizations, samplers, schedules, variances, weightings
 from .backbones import UNet
-from .datasets import Digits
+from .datasets import CIFAR10, Digits, ImageFolder
 from .plugins import hookimpl
 
 
@@ -46,4 +46,4 @@ def gendiff_register_samplers():
 
 @hookimpl
 def gendiff_register_datasets():
-    return [Digits]
+    return [Digits, CIFAR10, ImageFolder]

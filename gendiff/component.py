@@ -87,6 +87,12 @@ def construct(cls: type, family: str, args: Mapping[str, Any], **context: Any) -
         sig.bind(**context, **args)
     except TypeError as exc:
         raise ComponentConfigError(f"{label}: {exc}.") from None
+    for key, value in args.items():  # a recipe value must have the type of the default it replaces
+        default = sig.parameters[key].default if key in sig.parameters else inspect.Parameter.empty
+        if default not in (inspect.Parameter.empty, None) and not _compatible(default, value):
+            raise ComponentConfigError(
+                f"{label}: argument '{key}' expects {_kind(default)} (default {default!r}), got {value!r}."
+            )
     try:
         obj = cls(**context, **args)
     except (ValueError, TypeError) as exc:
@@ -96,3 +102,30 @@ def construct(cls: type, family: str, args: Mapping[str, Any], **context: Any) -
     except AttributeError:  # objects with __slots__ simply do not record their config
         pass
     return obj
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The default value of every recipe-settable constructor argument (TOML-friendly)."""
+    out = {}
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty and p.default is not None:
+            out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
+
+
+def _compatible(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _kind(value: Any) -> str:
+    for tp, label in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                      ((list, tuple), "an array")):
+        if isinstance(value, tp):
+            return label
+    return type(value).__name__

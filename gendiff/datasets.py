@@ -1,5 +1,9 @@
 """Datasets: discrete images with a known number of levels K.
 
+Built-ins: ``digits`` (scikit-learn's 8x8 digits, K = 17, offline), ``cifar10`` (the official
+python archive, downloaded once and checked by MD5 before anything is unpickled) and
+``image-folder`` (any folder of PNG/JPEG images, centre-cropped and resized).
+
 Interface: :class:`Dataset`. A dataset states its ``shape`` (C, H, W) and ``levels`` (K) without
 loading anything (so a model can be built from a recipe offline), and ``load(split)`` returns
 the integer images, uint8 in {0..K-1}, shaped (N, C, H, W). The composed model maps level k to
@@ -9,7 +13,14 @@ the paper's scale x = 2k/(K-1) - 1 (:func:`gendiff.distributions.levels_to_unit`
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.request
+import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -17,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .component import Component
+from .errors import GendiffError
 
 SPLITS = ("train", "test")
 
@@ -79,3 +91,166 @@ def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     images = bunch.images.astype(np.uint8)
     images.setflags(write=False)
     return images, bunch.target.astype(np.int64)
+
+
+class DatasetUnavailableError(GendiffError):
+    """A dataset's files are missing and cannot be fetched; the message says where to put them."""
+
+
+def data_root(root: str = "") -> Path:
+    """The folder datasets are kept in: ``root`` if given, else ``$GENDIFF_DATA``, else
+    ``~/.cache/gendiff/data``."""
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("GENDIFF_DATA") or Path.home() / ".cache" / "gendiff" / "data")
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, description: str) -> None:
+    """Fetch ``url`` into ``dest`` with a rich progress bar, through a temporary file renamed into
+    place only when complete (an interrupted download leaves nothing behind)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                       TransferSpeedColumn(), TimeRemainingColumn())
+            with Progress(*columns, transient=True) as progress:
+                task = progress.add_task(description, total=total)
+                while block := response.read(1 << 16):
+                    out.write(block)
+                    progress.update(task, advance=len(block))
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class CIFAR10(Dataset):
+    """CIFAR-10 (Krizhevsky 2009): 50,000 training and 10,000 test images, 3x32x32, K = 256.
+
+    Uses ``cifar-10-python.tar.gz`` under ``root`` (default: :func:`data_root`), downloading it
+    from the official address if absent. The archive's MD5 is checked before anything is
+    unpickled; a wrong checksum is an error, never a silent re-download."""
+
+    name = "cifar10"
+    shape = (3, 32, 32)
+    levels = 256
+    url: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    md5: ClassVar[str] = "c58f30108f718f92721af3b95e74349a"
+    archive: ClassVar[str] = "cifar-10-python.tar.gz"
+
+    def __init__(self, root: str = "", download: bool = True):
+        if not isinstance(root, str):
+            raise ValueError(f"root must be a folder path (a string), got {root!r}")
+        if not isinstance(download, bool):
+            raise ValueError(f"download must be true or false, got {download!r}")
+        self.root, self.download = data_root(root), download
+
+    def archive_path(self) -> Path:
+        """The checked archive, downloading it first if allowed and needed."""
+        path = self.root / self.archive
+        if not path.is_file():
+            if not self.download:
+                raise DatasetUnavailableError(self._where(path, "it is not there and download = false"))
+            try:
+                download(self.url, path, "CIFAR-10")
+            except (OSError, ValueError) as exc:  # URLError is an OSError
+                raise DatasetUnavailableError(self._where(path, f"the download failed ({exc})")) from None
+        actual = md5sum(path)
+        if actual != self.md5:
+            raise DatasetUnavailableError(
+                f"{path} has MD5 {actual}, not the official {self.md5}: the file is damaged or not the "
+                f"CIFAR-10 python archive. Delete it and run again to download it afresh, or replace it "
+                f"with the file from {self.url}."
+            )
+        return path
+
+    def _where(self, path: Path, why: str) -> str:
+        return (
+            f"CIFAR-10 is not available: {why}. Download {self.url} on a machine with internet and put "
+            f"the file at {path} (or set [data] root, or GENDIFF_DATA, to the folder that holds it)."
+        )
+
+    def load(self, split: str = "train") -> Tensor:
+        self.check_split(split)
+        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        arrays = []
+        with tarfile.open(self.archive_path(), "r:gz") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            for name in names:
+                if name not in members:
+                    raise DatasetUnavailableError(f"the CIFAR-10 archive has no {name}")
+                batch = pickle.load(tar.extractfile(members[name]), encoding="bytes")  # checked by MD5
+                arrays.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        return torch.from_numpy(np.concatenate(arrays))
+
+
+class ImageFolder(Dataset):
+    """Every PNG/JPEG image under ``path`` (recursively), centre-cropped to a square, resized to
+    ``image_size`` and converted to grey (``channels = 1``) or RGB (``channels = 3``); K = 256.
+    Files that cannot be read are skipped and counted in one warning. ``test_fraction`` of the
+    images (a fixed seeded choice) form the test split."""
+
+    name = "image-folder"
+    levels = 256
+    suffixes: ClassVar[tuple[str, ...]] = (".png", ".jpg", ".jpeg")
+
+    def __init__(self, path: str = "", image_size: int = 32, channels: int = 3, test_fraction: float = 0.0, seed: int = 0):
+        if not isinstance(path, str) or not path:
+            raise ValueError("path must name the folder of images")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
+            raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction!r}")
+        self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
+        self.test_fraction, self.seed = float(test_fraction), seed
+        self.shape = (channels, image_size, image_size)
+
+    def files(self) -> list[Path]:
+        if not self.path.is_dir():
+            raise DatasetUnavailableError(f"image folder {self.path} does not exist or is not a folder")
+        return sorted(p for p in self.path.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
+
+    def load(self, split: str = "train") -> Tensor:
+        from PIL import Image
+
+        self.check_split(split)
+        images, bad = [], []
+        for file in self.files():
+            try:
+                with Image.open(file) as img:
+                    img = img.convert("L" if self.channels == 1 else "RGB")
+                    w, h = img.size
+                    side = min(w, h)
+                    left, top = (w - side) // 2, (h - side) // 2
+                    img = img.crop((left, top, left + side, top + side))
+                    img = img.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+                    arr = np.asarray(img, dtype=np.uint8).reshape(self.image_size, self.image_size, self.channels)
+            except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted
+                bad.append(file.name)
+                continue
+            images.append(arr.transpose(2, 0, 1))
+        if bad:
+            warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {self.path}: {', '.join(bad[:5])}"
+                          + (" ..." if len(bad) > 5 else ""), stacklevel=2)
+        if not images:
+            raise DatasetUnavailableError(f"no readable PNG or JPEG images in {self.path}")
+        data = np.stack(images)
+        n_test = int(round(len(data) * self.test_fraction))
+        order = np.random.default_rng(self.seed).permutation(len(data))
+        idx = np.sort(order[:n_test] if split == "test" else order[n_test:])
+        if len(idx) == 0:
+            raise DatasetUnavailableError(f"the {split} split of {self.path} is empty (test_fraction = {self.test_fraction})")
+        return torch.from_numpy(data[idx])

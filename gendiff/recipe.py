@@ -9,7 +9,14 @@ A recipe is plain data, one table per component family plus ``[data]`` (and ``[t
 
 Validation collects every problem and reports each by its TOML path
 (``schedule.beta_end: ...``) in one :class:`~gendiff.errors.RecipeError`. Unknown keys are
-errors: every key other than ``name`` must be an argument of the named component.
+errors: every key other than ``name`` must be an argument of the named component (checked
+against the type of its default), and ``[train]``/``[eval]`` follow :mod:`gendiff.config`.
+``--set a.b=value`` overrides (:func:`apply_overrides`) take TOML values (``0.01``, ``[1, 2]``,
+``true``, ``"text"``; a bare word is a string) and must keep the type of the value they replace.
+
+The resolved recipe (:func:`resolve`) fills in every default and records, in a ``[gendiff]``
+table, the gendiff version and the plugin (with its version) behind each component; it is
+written into the run folder and every checkpoint.
 """
 
 from __future__ import annotations
@@ -18,14 +25,15 @@ import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib
 
-from .component import construct
+from .component import construct, constructor_defaults
+from .config import EvalConfig, TrainConfig, to_table, validate_table
 from .errors import ComponentConfigError, GendiffError, RecipeError
 from .plugins import PluginSystem, plugin_system
 
@@ -33,24 +41,80 @@ from .plugins import PluginSystem, plugin_system
 COMPONENT_TABLES = ("schedule", "parameterization", "variance", "weighting", "sampler", "backbone")
 #: tables whose contents belong to the trainer and evaluation (validated by them)
 RUNTIME_TABLES = ("train", "eval")
-KNOWN_TABLES = COMPONENT_TABLES + ("data",) + RUNTIME_TABLES
+#: provenance written by :func:`resolve` (accepted on input, informational)
+PROVENANCE_TABLE = "gendiff"
+KNOWN_TABLES = COMPONENT_TABLES + ("data",) + RUNTIME_TABLES + (PROVENANCE_TABLE,)
 DEFAULT_LEVELS = 256
+#: options of ``[data]`` that apply to every dataset (not passed to the dataset's constructor)
+DATA_OPTIONS: dict[str, Any] = {"flip": False}
 
 
-def load_recipe(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """Read a recipe: a TOML file path or an already parsed mapping. Returns (dict, source name)."""
+def load_recipe(
+    source: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = ()
+) -> tuple[dict[str, Any], str | None]:
+    """Read a recipe (a TOML file path or a parsed mapping) and apply ``--set`` overrides.
+    Returns (dict, source name)."""
     if isinstance(source, Mapping):
-        return copy.deepcopy(dict(source)), None
-    path = Path(source)
-    if not path.is_file():
-        raise RecipeError([f"no recipe file at {path}"], str(path))
+        raw, name = copy.deepcopy(dict(source)), None
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise RecipeError([f"no recipe file at {path}"], name)
+        try:
+            raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise RecipeError([f"not valid TOML: {exc}"], name) from None
+        except UnicodeDecodeError:
+            raise RecipeError(["not valid TOML: the file is not UTF-8 text"], name) from None
+    if overrides:
+        apply_overrides(raw, overrides, name)
+    return raw, name
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax (``0.01``, ``[1, 2]``, ``true``, ``"x"``), else a bare string."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh), str(path)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
-    except UnicodeDecodeError:
-        raise RecipeError(["not valid TOML: the file is not UTF-8 text"], str(path)) from None
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str | None = None) -> None:
+    """Apply ``a.b=value`` overrides in place. An override must name ``table.key``; where the key
+    exists its new value must have the same type (an integer may replace a float)."""
+    problems = []
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        path = path.strip()
+        keys = path.split(".")
+        if not sep or len(keys) < 2 or not all(keys):
+            problems.append(f"--set {item!r}: expected TABLE.KEY=VALUE, e.g. schedule.beta_end=0.01")
+            continue
+        value = parse_value(text.strip())
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                problems.append(f"{path}: cannot set a key inside {key!r}, which is not a table")
+                break
+            node = child
+        else:
+            old = node.get(keys[-1])
+            if old is not None and not _same_type(old, value):
+                problems.append(f"{path}: expected {_type_name(old)} like the recipe's {old!r}, got {value!r}")
+                continue
+            node[keys[-1]] = value
+    if problems:
+        raise RecipeError(problems, source)
+
+
+def _same_type(old: Any, new: Any) -> bool:
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, (int, float)):
+        return isinstance(new, (int, float)) and (isinstance(old, float) or isinstance(new, int))
+    return isinstance(new, type(old))
 
 
 @dataclass
@@ -64,12 +128,14 @@ class ComponentSpec:
 @dataclass
 class DataSpec:
     """``[data]``: a registered dataset (``name`` plus its arguments) or an explicit
-    ``shape = [C, H, W]`` and ``levels = K`` (default 256) for models built without data."""
+    ``shape = [C, H, W]`` and ``levels = K`` (default 256) for models built without data;
+    ``options`` are the dataset-independent :data:`DATA_OPTIONS` (``flip``)."""
 
     name: str | None
     args: dict[str, Any]
     shape: tuple[int, int, int] | None = None
     levels: int | None = None
+    options: dict[str, Any] = field(default_factory=lambda: dict(DATA_OPTIONS))
 
 
 @dataclass
@@ -78,7 +144,8 @@ class Recipe:
 
     components: dict[str, ComponentSpec]
     data: DataSpec
-    runtime: dict[str, dict[str, Any]]
+    train: TrainConfig
+    eval: EvalConfig
     source: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -110,16 +177,18 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
             continue
         components[table] = ComponentSpec(name, {k: v for k, v in value.items() if k != "name"})
     data = _parse_data(raw.get("data"), problems)
-    runtime = {}
-    for table in RUNTIME_TABLES:
+    configs = {}
+    for table, cls in (("train", TrainConfig), ("eval", EvalConfig)):
         value = raw.get(table, {})
         if not isinstance(value, Mapping):
             problems.append(f"{table}: expected a table, got {_type_name(value)}")
-        else:
-            runtime[table] = dict(value)
+            value = {}
+        configs[table] = validate_table(cls, table, value, problems)
+    if not isinstance(raw.get(PROVENANCE_TABLE, {}), Mapping):
+        problems.append(f"{PROVENANCE_TABLE}: expected a table (written by gendiff), got {_type_name(raw[PROVENANCE_TABLE])}")
     if problems:
         raise RecipeError(problems, source)
-    return Recipe(components, data, runtime, source, dict(raw))
+    return Recipe(components, data, configs["train"], configs["eval"], source, dict(raw))
 
 
 def _parse_data(value: Any, problems: list[str]) -> DataSpec:
@@ -136,7 +205,8 @@ def _parse_data(value: Any, problems: list[str]) -> DataSpec:
         for key in ("shape", "levels"):
             if key in value:
                 problems.append(f"data.{key}: given by the dataset '{name}'; remove it or remove data.name")
-        return DataSpec(name if isinstance(name, str) else None, {k: v for k, v in value.items() if k != "name"})
+        args = {k: v for k, v in value.items() if k != "name" and k not in DATA_OPTIONS}
+        return DataSpec(name if isinstance(name, str) else None, args, options=_data_options(value, problems))
     unknown = [k for k in value if k not in ("shape", "levels")]
     for key in unknown:
         problems.append(f"data.{key}: unknown key; without a dataset name [data] takes shape and levels")
@@ -152,6 +222,17 @@ def _parse_data(value: Any, problems: list[str]) -> DataSpec:
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         problems.append(f"data.levels: expected an integer K >= 2, got {_show(levels)}")
     return DataSpec(None, {}, tuple(shape) if ok_shape else None, levels)
+
+
+def _data_options(value: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    options = dict(DATA_OPTIONS)
+    for key, default in DATA_OPTIONS.items():
+        if key in value:
+            if not _same_type(default, value[key]):
+                problems.append(f"data.{key}: expected {_type_name(default)}, got {value[key]!r}")
+            else:
+                options[key] = value[key]
+    return options
 
 
 def instantiate(recipe: Recipe, system: PluginSystem | None = None, context: Mapping[str, Mapping[str, Any]] | None = None):
@@ -207,3 +288,49 @@ def _type_name(value: Any) -> str:
 
 def _show(value: Any) -> str:
     return "nothing" if value is None else f"{value!r} ({_type_name(value)})"
+
+
+def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginSystem | None = None) -> dict[str, Any]:
+    """The complete recipe: every component table with all its arguments (defaults filled in),
+    ``[data]``, ``[train]`` and ``[eval]`` with every key, and the ``[gendiff]`` provenance
+    table (gendiff's version and, per component, the plugin and its version)."""
+    from . import __version__
+
+    system = system or plugin_system()
+    out: dict[str, Any] = {}
+    plugins: dict[str, str] = {}
+    for table, spec in recipe.components.items():
+        obj = objects.get(table)
+        args = dict(spec.args)
+        if obj is not None:
+            args = {**constructor_defaults(type(obj)), **args}
+        out[table] = {"name": spec.name, **args}
+        plugins[table] = _provenance(system, table, spec.name)
+    data: dict[str, Any] = {}
+    if recipe.data.name is not None:
+        data = {"name": recipe.data.name, **constructor_defaults(type(dataset)), **recipe.data.args}
+        plugins["data"] = _provenance(system, "dataset", recipe.data.name)
+    else:
+        data = {"shape": list(recipe.data.shape), "levels": recipe.data.levels}
+    data.update(recipe.data.options)
+    out["data"] = data
+    out["train"] = to_table(recipe.train)
+    out["eval"] = to_table(recipe.eval)
+    out[PROVENANCE_TABLE] = {"version": __version__, "plugins": plugins}
+    return out
+
+
+def _provenance(system: PluginSystem, family: str, name: str) -> str:
+    if name not in system.registry(family):
+        return "explicit"
+    plugin = system.registry(family).plugin_of(name)
+    version = system.plugins[plugin].version if plugin in system.plugins else None
+    return f"{plugin} {version}" if version else plugin
+
+
+def dumps(recipe: Mapping[str, Any]) -> str:
+    """A recipe dict as TOML text (tables in the conventional order)."""
+    import tomli_w
+
+    order = [t for t in KNOWN_TABLES if t in recipe] + [t for t in recipe if t not in KNOWN_TABLES]
+    return tomli_w.dumps({t: recipe[t] for t in order})

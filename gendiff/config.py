@@ -1,0 +1,107 @@
+"""The typed tables of a recipe that belong to the run rather than to a component:
+``[train]`` (:class:`TrainConfig`) and ``[eval]`` (:class:`EvalConfig`).
+
+Each field has a type, a default and a comment; :func:`validate_table` checks a TOML table
+against a config class and reports every problem with its TOML path. The defaults are the
+paper's CIFAR-10 settings (Sec. 4 and Appendix B, official ``scripts/run_cifar.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """``[train]``: Algorithm 1's loop, the optimizer and the run's outputs."""
+
+    steps: int = 800_000  #: optimizer steps in all (paper: 800k)
+    batch_size: int = 128  #: examples per step (paper: 128)
+    lr: float = 2e-4  #: Adam learning rate after warmup (paper: 2e-4)
+    warmup_steps: int = 5000  #: linear learning-rate warmup (paper: 5000)
+    grad_clip: float = 1.0  #: clip the global gradient norm (paper: 1.0); 0 disables
+    ema_decay: float = 0.9999  #: EMA of weights (paper: 0.9999); 0 keeps a plain copy
+    precision: str = "auto"  #: "fp32", "bf16" autocast, or "auto" (bf16 where supported)
+    device: str = "auto"  #: "cpu", "cuda", or "auto" (cuda when available)
+    seed: int = 0  #: seeds data order, flips, noise and initialisation
+    checkpoint_every: int = 10_000  #: steps between checkpoints (the last step always saves)
+    keep_checkpoints: int = 3  #: how many recent checkpoints to keep; 0 keeps all
+    sample_every: int = 10_000  #: steps between sample grids (EMA weights); 0 disables
+    sample_grid: int = 64  #: images per sample grid
+    log_every: int = 100  #: steps between metrics.jsonl lines
+
+
+@dataclass
+class EvalConfig:
+    """``[eval]``: what ``gendiff run`` measures when training ends."""
+
+    samples: int = 64  #: samples drawn from the EMA model at the end of the run
+    metrics: list[str] = field(default_factory=list)  #: evaluations to run (see gendiff.evaluation)
+    fid_samples: int = 50_000  #: samples for FID (paper: 50k)
+    fid_reference: str = "train"  #: FID reference split (paper: the training set)
+    nll_examples: int = 256  #: test examples for the bits/dim bound
+
+
+CHOICES = {("train", "precision"): PRECISIONS, ("train", "device"): DEVICES, ("eval", "fid_reference"): ("train", "test")}
+NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints"}
+
+
+def type_label(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"an array of {type_label(typing.get_args(tp)[0])}s"
+    return {int: "an integer", float: "a float", str: "a string", bool: "a boolean"}.get(tp, str(tp))
+
+
+def matches(value: Any, tp: Any) -> bool:
+    """Does a TOML value have type ``tp``? (an integer is accepted for a float, not a bool)."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return isinstance(value, list) and all(matches(v, typing.get_args(tp)[0]) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def validate_table(cls: type, table: str, values: Mapping[str, Any], problems: list[str]):
+    """An instance of the config class ``cls`` from a TOML table; problems appended by path."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{table}.{key}"
+        if key not in hints:
+            problems.append(f"{path}: unknown key; [{table}] takes {', '.join(names)}")
+            continue
+        tp = hints[key]
+        if not matches(value, tp):
+            problems.append(f"{path}: expected {type_label(tp)}, got {value!r}")
+            continue
+        if tp is float:
+            value = float(value)
+        choices = CHOICES.get((table, key))
+        if choices and value not in choices:
+            problems.append(f"{path}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+            continue
+        if tp in (int, float) and (value < 0 if key in NON_NEGATIVE else value <= 0):
+            bound = ">= 0" if key in NON_NEGATIVE else "> 0"
+            problems.append(f"{path}: must be {bound}, got {value!r}")
+            continue
+        if key == "ema_decay" and value >= 1:
+            problems.append(f"{path}: must be < 1, got {value!r}")
+            continue
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_table(config) -> dict[str, Any]:
+    """A config instance as a TOML table (every field, defaults included)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,47 @@
+"""Small stand-ins in the real formats, for datasets that cannot be downloaded here."""
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gendiff.datasets import md5sum
+
+
+def make_fake_cifar(root: Path, per_batch: int = 4, seed: int = 0) -> tuple[Path, str, np.ndarray]:
+    """A cifar-10-python.tar.gz with the official layout (5 training batches and a test batch of
+    pickled dicts with b'data' (N, 3072) uint8 and b'labels'). Returns (path, md5, train data)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "cifar-10-python.tar.gz"
+    train = []
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+            if name != "test_batch":
+                train.append(data)
+            payload = pickle.dumps({b"data": data, b"labels": list(rng.integers(0, 10, per_batch))})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path, md5sum(path), np.concatenate(train).reshape(-1, 3, 32, 32)
+
+
+def make_image_folder(path: Path, n: int = 6, bad: int = 2) -> Path:
+    """n readable images of mixed sizes and modes (PNG and JPEG, in a subfolder too), plus
+    ``bad`` unreadable files with image suffixes."""
+    rng = np.random.default_rng(0)
+    (path / "sub").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        w, h = (40, 24) if i % 2 else (20, 30)
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        img = Image.fromarray(arr, "RGB") if i % 3 else Image.fromarray(arr[..., 0], "L")
+        target = path / ("sub" if i % 2 else ".") / f"img{i}.{'png' if i % 2 else 'jpg'}"
+        img.save(target)
+    for i in range(bad):
+        (path / f"broken{i}.png").write_bytes(b"not an image")
+    (path / "notes.txt").write_text("ignored")
+    return path
