@@ -49,7 +49,7 @@ class EvalConfig:
 
 
 CHOICES = {("train", "precision"): PRECISIONS, ("train", "device"): DEVICES, ("eval", "fid_reference"): ("train", "test")}
-NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints"}
+NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints", "seed"}
 
 
 def type_label(tp: Any) -> str:

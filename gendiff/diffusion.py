@@ -93,6 +93,13 @@ class Diffusion(nn.Module):
             variance.out_channels(channels),
         )
 
+    def with_backbone(self, backbone) -> "Diffusion":
+        """The same composed model around another network (e.g. the EMA weights)."""
+        twin = Diffusion(self.schedule, self.parameterization, self.variance, self.weighting, self.sampler,
+                         backbone, self.data_shape, self.levels)
+        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("recipe", "dataset")})
+        return twin
+
     # -- small helpers -----------------------------------------------------------------------
     @property
     def timesteps(self) -> int:

@@ -68,7 +68,9 @@ def load_recipe(
         except UnicodeDecodeError:
             raise RecipeError(["not valid TOML: the file is not UTF-8 text"], name) from None
     if overrides:
-        apply_overrides(raw, overrides, name)
+        problems = apply_overrides(raw, overrides)
+        if problems:
+            raise RecipeError(problems, name)
     return raw, name
 
 
@@ -80,9 +82,10 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str | None = None) -> None:
-    """Apply ``a.b=value`` overrides in place. An override must name ``table.key``; where the key
-    exists its new value must have the same type (an integer may replace a float)."""
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> list[str]:
+    """Apply ``a.b=value`` overrides in place; return the problems (an override must name
+    ``table.key``; where the key exists its new value must have the same type, though an
+    integer may replace a float)."""
     problems = []
     for item in overrides:
         path, sep, text = item.partition("=")
@@ -105,8 +108,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str |
                 problems.append(f"{path}: expected {_type_name(old)} like the recipe's {old!r}, got {value!r}")
                 continue
             node[keys[-1]] = value
-    if problems:
-        raise RecipeError(problems, source)
+    return problems
 
 
 def _same_type(old: Any, new: Any) -> bool:
@@ -150,9 +152,11 @@ class Recipe:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbone: bool = True) -> Recipe:
-    """Check a recipe's structure, collecting every problem with its TOML path."""
-    problems: list[str] = []
+def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbone: bool = True,
+                 problems: list[str] | None = None) -> Recipe:
+    """Check a recipe's structure, collecting every problem with its TOML path (after any
+    ``problems`` found earlier, e.g. by :func:`apply_overrides`)."""
+    problems = list(problems or [])
     for key in raw:
         if key not in KNOWN_TABLES:
             problems.append(

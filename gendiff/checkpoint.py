@@ -1,0 +1,176 @@
+"""Checkpoints: one folder per step, written atomically, verified when read.
+
+Layout of ``RUN/checkpoints/step-N/``:
+
+- ``model.safetensors``, ``ema.safetensors``: the backbone's weights and their EMA;
+- ``state.pt``: optimizer state, step, RNG states and data position, loadable with
+  ``torch.load(weights_only=True)`` (no pickled code);
+- ``recipe.toml``: the resolved recipe, so a checkpoint alone can sample or resume;
+- ``manifest.json``: the SHA-256 of every file above, written last.
+
+A checkpoint is written into a hidden temporary folder, every file and the folder are fsynced,
+and only then is it renamed to ``step-N`` (an atomic rename); a crash leaves either the complete
+checkpoint or none. Reading checks every file against the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import GendiffError
+
+FILES = ("model.safetensors", "ema.safetensors", "state.pt", "recipe.toml")
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(GendiffError):
+    """A checkpoint is missing, incomplete, corrupt or cannot be written."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    recipe_text: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
+    state: dict[str, Any], recipe_text: str,
+) -> Path:
+    """Write ``RUN/checkpoints/step-{step}`` atomically; return its path."""
+    from safetensors.torch import save_file
+
+    root = Path(run_dir) / "checkpoints"
+    final = root / f"step-{step}"
+    tmp = root / f".step-{step}.tmp-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        (tmp / "recipe.toml").write_text(recipe_text)
+        manifest = {name: _sha256(tmp / name) for name in FILES}
+        (tmp / "manifest.json").write_text(json.dumps({"step": step, "sha256": manifest}, indent=1))
+        for name in FILES + ("manifest.json",):
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+        if final.exists():  # the same step written again (e.g. after a resume): swap atomically
+            old = root / f".step-{step}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_dir(root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"could not write the checkpoint for step {step} under {root}: {exc.strerror or exc}. "
+            f"Earlier checkpoints are untouched; free space or fix permissions and resume with --resume."
+        ) from None
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Finished checkpoint folders (those with a manifest), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        m = STEP_DIR.match(child.name)
+        if m and (child / "manifest.json").is_file():
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def verify(path: Path) -> int:
+    """Check a checkpoint folder against its manifest; return its step or raise CheckpointError."""
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        raise CheckpointError(f"{path} is not a finished checkpoint (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        sums, step = manifest["sha256"], int(manifest["step"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{manifest_file} is damaged") from None
+    for name in FILES:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is missing {name}")
+        if _sha256(file) != sums.get(name):
+            raise CheckpointError(f"checkpoint {path}: {name} does not match its recorded checksum (corrupt)")
+    return step
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read and verify one checkpoint folder."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    step = verify(path)
+    try:
+        model = load_file(str(path / "model.safetensors"), device=str(map_location))
+        ema = load_file(str(path / "ema.safetensors"), device=str(map_location))
+        state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt checkpoint
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from None
+    return Checkpoint(path, step, model, ema, state, (path / "recipe.toml").read_text())
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
+    for step, path in reversed(list_checkpoints(run_dir)):
+        try:
+            verify(path)
+            return path
+        except CheckpointError as exc:
+            warnings.warn(f"skipping a damaged checkpoint: {exc}", stacklevel=2)
+    return None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (0 keeps all)."""
+    if keep <= 0:
+        return
+    for _, path in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""``gendiff run``: a recipe from validation to trained model, samples and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from .distributions import unit_to_levels
+from .training import Trainer, choose_device, choose_precision, generate, prepare, write_samples
+
+
+def default_run_dir(source) -> Path:
+    return Path("runs") / Path(str(source)).stem
+
+
+def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, resume: bool = False,
+        dry_run: bool = False, console: Console | None = None, progress: bool = True,
+        stop_after: int | None = None) -> dict[str, Any]:
+    """Validate, build, train (or resume), sample from the EMA model and evaluate.
+    Returns a summary dict (also the dry run's plan)."""
+    console = console or Console()
+    setup = prepare(source, overrides)
+    cfg, ev = setup.spec.train, setup.spec.eval
+    run_dir = Path(out) if out else default_run_dir(source)
+    params = sum(p.numel() for p in setup.model.backbone.parameters())
+    device = choose_device(cfg.device)
+    plan = {
+        "run_dir": str(run_dir), "parameters": params, "steps": cfg.steps, "batch_size": cfg.batch_size,
+        "device": str(device), "precision": choose_precision(cfg.precision, device),
+        "checkpoint_every": cfg.checkpoint_every, "final_samples": ev.samples, "metrics": list(ev.metrics),
+    }
+    if dry_run:
+        console.print(setup.recipe_text, markup=False, highlight=False)
+        console.print(
+            f"[bold]dry run[/bold]: {params:,} parameters; would train {cfg.steps:,} steps of batch {cfg.batch_size} "
+            f"on {plan['device']} ({plan['precision']}), checkpoint every {cfg.checkpoint_every:,} steps into "
+            f"{run_dir}, then draw {ev.samples} samples and evaluate {', '.join(ev.metrics) or 'nothing'}. "
+            f"Nothing was written."
+        )
+        return plan
+    trainer = Trainer(setup, run_dir, console=console, progress=progress)
+    summary = trainer.train(resume=resume, stop_after=stop_after)
+    result: dict[str, Any] = {**plan, "trained_steps": summary.steps, "seconds": round(summary.seconds, 2),
+                              "images_per_second": round(summary.images_per_second, 2)}
+    if summary.steps < cfg.steps:  # interrupted on purpose (stop_after)
+        return result
+    model = trainer.ema_model().eval()
+    x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress)
+    write_samples(x, model.levels, run_dir / "samples" / "final", pngs=False)
+    from .evaluation import run_evaluations
+
+    levels = unit_to_levels(x, model.levels)
+    evaluations = run_evaluations(model, setup.spec, levels, setup.dataset)
+    (run_dir / "eval").mkdir(exist_ok=True)
+    for name, value in evaluations.items():
+        (run_dir / "eval" / f"{name}.json").write_text(json.dumps(value, indent=1))
+    result["evaluations"] = evaluations
+    _report(console, result)
+    return result
+
+
+def _report(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title=f"gendiff run: {result['run_dir']}")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("steps", f"{result['trained_steps']:,}")
+    table.add_row("training time", f"{result['seconds']:.1f} s ({result['images_per_second']:.1f} img/s)")
+    table.add_row("samples", f"{result['final_samples']} in {result['run_dir']}/samples/final")
+    for name, value in result.get("evaluations", {}).items():
+        if not value.get("available", True):
+            table.add_row(name, "not available yet")
+        elif name == "classifier":
+            table.add_row("classifier: mean top-class probability", f"{value['mean_top_class_probability']:.3f}")
+            table.add_row("classifier: classes present", f"{value['classes_present']} / 10")
+            table.add_row("classifier: copies of training images", str(value["copies"]))
+        elif name == "nll":
+            bpd = value["bits_per_dim"]
+            table.add_row("bits/dim (test bound)", f"{bpd['total']:.4f} (L_T {bpd['prior_L_T']:.2e}, "
+                          f"L_1..L_T-1 {bpd['sum_L_1_to_L_T_minus_1']:.4f}, L_0 {bpd['decoder_L_0']:.4f})")
+    console.print(table)

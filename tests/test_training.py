@@ -1,0 +1,234 @@
+"""The trainer: recipes run, resume is exact, checkpoints are atomic and verified, failures are clean."""
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gendiff.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from gendiff.datasets import CIFAR10
+from gendiff.errors import RecipeError
+from gendiff.recipe import load_recipe
+from gendiff.runner import run
+from gendiff.training import Trainer, TrainingError, load_run, prepare
+
+from fakes import make_fake_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").rglob("*.toml"))
+
+TINY = [
+    "train.steps=2", "train.batch_size=4", "train.checkpoint_every=1", "train.sample_every=2",
+    "train.sample_grid=4", "train.log_every=1", "train.precision=\"fp32\"", "train.device=\"cpu\"",
+    "eval.samples=3", "eval.metrics=[]",
+]
+
+
+def tiny_overrides(recipe_path: Path, data_root: Path | None = None) -> list[str]:
+    """Overrides that shrink any recipe to a seconds-long CPU run."""
+    raw, _ = load_recipe(recipe_path)
+    extra = []
+    if "timesteps" in raw["schedule"]:
+        extra.append("schedule.timesteps=10")
+    if raw.get("backbone", {}).get("name") == "unet":
+        extra += ["backbone.channels=32", "backbone.channel_mult=[1, 2]", "backbone.num_res_blocks=1",
+                  "backbone.attn_resolutions=[]"]
+    if raw["data"].get("name") == "cifar10" and data_root is not None:
+        extra.append(f'data.root="{data_root}"')
+    return TINY + extra
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_validates_and_trains_a_tiny_step(recipe, tmp_path, monkeypatch):
+    prepare(recipe)  # the recipe as shipped is valid (and builds its full-size model)
+    _, md5, _ = make_fake_cifar(tmp_path / "data")
+    monkeypatch.setattr(CIFAR10, "md5", md5)
+    result = run(recipe, tiny_overrides(recipe, tmp_path / "data"), out=tmp_path / "run", progress=False)
+    assert result["trained_steps"] == 2
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [1, 2]
+    assert (tmp_path / "run" / "samples" / "step-2.png").is_file()
+    final = (tmp_path / "run" / "samples" / "final" / "samples.npz")
+    import numpy as np
+
+    assert np.load(final)["samples"].dtype == np.uint8
+
+
+def test_the_cifar10_recipe_is_the_papers():
+    setup = prepare(ROOT / "recipes" / "ddpm_cifar10.toml")
+    r = setup.resolved
+    assert r["schedule"] == {"name": "linear", "timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    assert (r["parameterization"]["name"], r["variance"]["name"], r["weighting"]["name"]) == ("eps", "fixed-large", "simple")
+    assert {k: r["backbone"][k] for k in ("channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout")} == {
+        "channels": 128, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.1}
+    t = r["train"]
+    assert (t["lr"], t["warmup_steps"], t["grad_clip"], t["batch_size"], t["steps"], t["ema_decay"]) == (
+        2e-4, 5000, 1.0, 128, 800_000, 0.9999)
+    assert r["data"]["name"] == "cifar10" and r["data"]["flip"] is True
+    assert r["eval"]["fid_samples"] == 50_000 and r["eval"]["fid_reference"] == "train" and "fid" in r["eval"]["metrics"]
+    assert abs(sum(p.numel() for p in setup.model.backbone.parameters()) - 35.7e6) < 0.1e6
+    assert r["gendiff"]["plugins"]["schedule"].startswith("gendiff")
+
+
+def small_recipe(**train):
+    cfg = {"steps": 6, "batch_size": 512, "lr": 1e-3, "warmup_steps": 2, "ema_decay": 0.9, "precision": "fp32",
+           "device": "cpu", "checkpoint_every": 3, "sample_every": 0, "log_every": 1, "seed": 3, "keep_checkpoints": 0}
+    cfg.update(train)
+    return {
+        "schedule": {"name": "linear", "timesteps": 50}, "parameterization": {"name": "eps"},
+        "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
+        "backbone": {"name": "unet", "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
+                     "attn_resolutions": [4], "dropout": 0.1},
+        "data": {"name": "digits", "flip": True},
+        "train": cfg,
+        "eval": {"samples": 4},
+    }
+
+
+def losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_mid_epoch_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
+    # 1500 training digits, batch 512: 2 steps per epoch, so the stop at step 3 is mid-epoch
+    full = Trainer(prepare(small_recipe()), tmp_path / "full", progress=False)
+    full.train()
+    first = Trainer(prepare(small_recipe()), tmp_path / "cut", progress=False)
+    first.train(stop_after=4)  # checkpoint at 3, then one more step that is lost
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [3]
+    assert len(losses(tmp_path / "cut")) == 4
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "step-3").state
+    assert (state["data_epoch"], state["data_index"]) == (1, 1)
+    second = Trainer(prepare(small_recipe()), tmp_path / "cut", progress=False)
+    second.train(resume=True)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # the lost step was redone identically
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "full" / "checkpoints" / "step-6" / name)
+        b = load_file(tmp_path / "cut" / "checkpoints" / "step-6" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_contents_load_safely(tmp_path):
+    Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
+    ckpt = tmp_path / "r" / "checkpoints" / "step-3"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["ema.safetensors", "manifest.json", "model.safetensors",
+                                                       "recipe.toml", "state.pt"]
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    assert state["step"] == 3 and "optimizer" in state and state["rng_cpu"].dtype == torch.uint8
+    # the checkpoint alone is enough to rebuild and sample
+    model, _ = load_run(ckpt)
+    assert model.sample(2).shape == (2, 1, 8, 8)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_and_no_debris(tmp_path, monkeypatch):
+    trainer = Trainer(prepare(small_recipe(steps=6)), tmp_path / "r", progress=False)
+    import gendiff.checkpoint as ck
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint (step 6) hits a full disk
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ck.torch, "save", flaky)
+    with pytest.raises(CheckpointError, match="No space left on device.*untouched"):
+        trainer.train()
+    root = tmp_path / "r" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-3"]
+    load_checkpoint(root / "step-3")  # still verifies
+
+
+def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tmp_path):
+    Trainer(prepare(small_recipe(steps=6)), tmp_path / "r", progress=False).train()
+    latest = tmp_path / "r" / "checkpoints" / "step-6" / "model.safetensors"
+    data = bytearray(latest.read_bytes())
+    data[-10] ^= 0xFF
+    latest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="step-6.*checksum"):
+        assert latest_checkpoint(tmp_path / "r").name == "step-3"
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(latest.parent)
+    # an unfinished (temporary) folder is never taken for a checkpoint
+    (tmp_path / "r" / "checkpoints" / ".step-9.tmp-1").mkdir()
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [3, 6]
+
+
+def test_a_non_finite_loss_stops_cleanly_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    setup = prepare(small_recipe(steps=6, checkpoint_every=2))
+    real = setup.model.training_loss
+    count = {"n": 0}
+
+    def poisoned(x0, generator=None):
+        count["n"] += 1
+        loss = real(x0, generator)
+        return loss * float("nan") if count["n"] == 4 else loss
+
+    monkeypatch.setattr(setup.model, "training_loss", poisoned)
+    trainer = Trainer(setup, tmp_path / "r", progress=False)
+    before = None
+    with pytest.raises(TrainingError, match="loss became nan at step 4.*step 2, is untouched"):
+        trainer.train()
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [2]
+    load_checkpoint(tmp_path / "r" / "checkpoints" / "step-2")
+    assert before is None
+
+
+def test_run_folder_problems_are_clear(tmp_path):
+    Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
+    with pytest.raises(TrainingError, match="already holds a run.*--resume"):
+        Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        Trainer(prepare(small_recipe(steps=3)), tmp_path / "empty", progress=False).train(resume=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TrainingError, match="cannot write to the run folder"):
+        Trainer(prepare(small_recipe(steps=3)), blocker / "run", progress=False).train()
+
+
+def test_a_checkpoint_that_does_not_fit_the_recipe_is_refused(tmp_path):
+    Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
+    bigger = small_recipe(steps=6)
+    bigger["backbone"]["channels"] = 64
+    with pytest.raises(CheckpointError, match="does not fit"):
+        Trainer(prepare(bigger), tmp_path / "r", progress=False).train(resume=True)
+
+
+def test_overrides_and_train_table_errors_are_reported_by_path(tmp_path):
+    with pytest.raises(RecipeError) as err:
+        prepare(ROOT / "recipes" / "quickstart.toml", ["train.lr=fast", "train.bogus=1", "schedule.beta_end=[1]",
+                                                       "nokey=3"])
+    problems = err.value.problems
+    assert any(p.startswith("train.lr: expected a float like the recipe's 0.002, got 'fast'") for p in problems)
+    assert any(p.startswith("schedule.beta_end: expected a float") for p in problems)
+    assert any("expected TABLE.KEY=VALUE" in p for p in problems)
+    with pytest.raises(RecipeError) as err:
+        prepare(ROOT / "recipes" / "quickstart.toml", ["train.bogus=1", "train.precision=\"fp16\"", "train.steps=0",
+                                                       "eval.metrics=[\"fidd\"]", "backbone.dropout=\"x\""])
+    problems = err.value.problems
+    assert any(p.startswith("train.bogus: unknown key") for p in problems)
+    assert any(p.startswith("train.precision: expected one of 'auto', 'fp32', 'bf16'") for p in problems)
+    assert any(p.startswith("train.steps: must be > 0") for p in problems)
+    with pytest.raises(RecipeError, match="unknown evaluation 'fidd'"):
+        prepare(ROOT / "recipes" / "quickstart.toml", ["eval.metrics=[\"fidd\"]"])
+    with pytest.raises(RecipeError, match="argument 'dropout' expects a number"):
+        prepare(ROOT / "recipes" / "quickstart.toml", ["backbone.dropout=\"x\""])
+
+
+def test_resolved_recipe_is_complete_and_rebuilds_the_same_model(tmp_path):
+    setup = prepare(ROOT / "recipes" / "quickstart.toml")
+    r = setup.resolved
+    assert r["schedule"]["beta_start"] == 1e-4 and r["sampler"]["clip_x0"] is True
+    assert r["data"]["test_size"] == 297 and r["data"]["flip"] is False
+    assert set(r["train"]) >= {"steps", "lr", "ema_decay", "precision"}
+    assert r["gendiff"]["version"] and r["gendiff"]["plugins"]["backbone"].startswith("gendiff ")
+    path = tmp_path / "resolved.toml"
+    path.write_text(setup.recipe_text)
+    again = prepare(path)
+    assert again.resolved == r
