@@ -67,22 +67,28 @@ def sample(
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights (default) or the raw ones."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast) or auto (bf16 where supported)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Draw samples from a trained run: one PNG per sample, a grid, and samples.npz (uint8 N x H x W x C)."""
     from .component import construct
     from .plugins import plugin_system
-    from .training import choose_device, generate, load_run, write_samples
+    from .config import PRECISIONS
+    from .errors import GendiffError
+    from .training import choose_device, choose_precision, generate, load_run, write_samples
 
-    model, ckpt = load_run(run_path, checkpoint, ema=ema, device=choose_device(device))
-    chosen = None
-    if sampler is not None:
-        chosen = construct(plugin_system().registry("sampler").get(sampler), "sampler", {})
+    if precision not in PRECISIONS:
+        raise GendiffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = choose_device(device)
+    chosen = None if sampler is None else construct(plugin_system().registry("sampler").get(sampler), "sampler", {})
+    model, ckpt = load_run(run_path, checkpoint, ema=ema, device=dev)
+    if chosen is not None:
         from .builder import check_compatibility
 
         check_compatibility({"sampler": chosen, "schedule": model.schedule, "parameterization": model.parameterization,
                              "variance": model.variance})
-    x = generate(model, n, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console, progress=progress)
+    x = generate(model, n, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console, progress=progress,
+                 precision=choose_precision(precision, dev))
     write_samples(x, model.levels, out)
     console.print(f"wrote {n} samples from {ckpt} to {out} (samples.npz, grid.png and one PNG each)")
 

@@ -49,7 +49,7 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     if summary.steps < cfg.steps:  # interrupted on purpose (stop_after)
         return result
     model = trainer.ema_model().eval()
-    x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress)
+    x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress, precision=trainer.precision)
     write_samples(x, model.levels, run_dir / "samples" / "final", pngs=False)
     from .evaluation import run_evaluations
 

@@ -78,6 +78,10 @@ def prepare(source, overrides: Sequence[str] = (), plugins=None) -> RunSetup:
 
 
 def choose_device(name: str) -> torch.device:
+    from .config import DEVICES
+
+    if name not in DEVICES:
+        raise TrainingError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -100,6 +104,20 @@ def choose_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if bf16_supported(device) else "fp32"
     return name
+
+
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """Adam (the paper's optimizer) with PyTorch's fused kernel where it exists, else foreach."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision: bf16 autocast, or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def step_generator(seed: int, step: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -177,7 +195,7 @@ class Trainer:
         self.precision = choose_precision(self.cfg.precision, self.device)
         self.model = setup.model.to(self.device)
         self.ema = EMA(self.model.backbone, self.cfg.ema_decay)
-        self.optimizer = torch.optim.Adam(self.model.backbone.parameters(), lr=self.cfg.lr)
+        self.optimizer = make_adam(self.model.backbone.parameters(), self.cfg.lr)
         self.step = 0
 
     # -- the run folder ----------------------------------------------------------------------
@@ -247,7 +265,8 @@ class Trainer:
 
     def _sample_grid(self, name: str) -> None:
         g = step_generator(self.cfg.seed, 0, 3, self.device)  # the same noise for every grid
-        x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
+        with autocast(self.device, self.precision):
+            x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
         save_png(grid(to_uint8(x, self.model.levels)), self.run_dir / "samples" / f"{name}.png",
                  scale=max(1, 64 // self.model.data_shape[1]))
 
@@ -302,7 +321,7 @@ class Trainer:
             group["lr"] = lr
         x0 = data.batch(self.step).to(self.device)
         g = step_generator(cfg.seed, self.step, 2, self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with autocast(self.device, self.precision):
             loss = self.model.training_loss(x0, generator=g)
         value = loss.item()
         if not math.isfinite(value):
@@ -369,8 +388,10 @@ def load_run(path: str | os.PathLike, checkpoint: str | os.PathLike | None = Non
 
 
 def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sampler=None, console=None,
-             progress: bool = True) -> torch.Tensor:
-    """``n`` samples in batches, with a progress bar; reproducible from ``seed``."""
+             progress: bool = True, precision: str = "fp32") -> torch.Tensor:
+    """``n`` samples in batches, with a progress bar; reproducible from ``seed``. With
+    ``precision = "bf16"`` the network runs under bf16 autocast (the sampler's arithmetic
+    stays in float32)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     out = []
@@ -380,7 +401,8 @@ def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sam
         task = bar.add_task("sampling", total=n)
         for i, start in enumerate(range(0, n, batch_size)):
             g = step_generator(seed, i, 4, device)
-            out.append(model.sample(min(batch_size, n - start), generator=g, sampler=sampler).cpu())
+            with autocast(device, precision):
+                out.append(model.sample(min(batch_size, n - start), generator=g, sampler=sampler).float().cpu())
             bar.update(task, advance=min(batch_size, n - start))
     return torch.cat(out)
 

@@ -217,8 +217,10 @@ def test_overrides_and_train_table_errors_are_reported_by_path(tmp_path):
     assert any(p.startswith("train.steps: must be > 0") for p in problems)
     with pytest.raises(RecipeError, match="unknown evaluation 'fidd'"):
         prepare(ROOT / "recipes" / "quickstart.toml", ["eval.metrics=[\"fidd\"]"])
-    with pytest.raises(RecipeError, match="argument 'dropout' expects a number"):
+    with pytest.raises(RecipeError, match="backbone.dropout: expected a float like the recipe's 0.0, got 'x'"):
         prepare(ROOT / "recipes" / "quickstart.toml", ["backbone.dropout=\"x\""])
+    with pytest.raises(RecipeError, match="argument 'norm_groups' expects an integer \\(default 32\\), got 'x'"):
+        prepare(ROOT / "recipes" / "quickstart.toml", ["backbone.norm_groups=\"x\""])
 
 
 def test_resolved_recipe_is_complete_and_rebuilds_the_same_model(tmp_path):
