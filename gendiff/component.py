@@ -17,7 +17,7 @@ Tags used by the built-ins:
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from .errors import ComponentConfigError
 
@@ -51,57 +51,57 @@ class Component:
     #: constructor arguments of a small working instance (for the conformance suites)
     example_args: ClassVar[Mapping[str, Any]] = {}
 
-    def config(self) -> dict[str, Any]:
-        """The constructor arguments this instance was built with (recorded in recipes)."""
-        return dict(getattr(self, "_config", {}))
+
+def check_arguments(cls: type, family: str, args: Mapping[str, Any], context: Iterable[str] = ()) -> None:
+    """Check a recipe's arguments for ``cls`` without constructing it: no unknown names, none of
+    the ``context`` names that gendiff supplies itself, nothing required missing, and every value
+    of the type of the default it replaces. Raises :class:`ComponentConfigError`."""
+    label = f"{family} '{getattr(cls, 'name', cls.__name__)}'"
+    context = set(context)
+    sig = inspect.signature(cls)
+    settable = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in context
+    ]
+    clash = [k for k in args if k in context]
+    if clash:
+        raise ComponentConfigError(
+            f"{label}: argument(s) {', '.join(map(repr, clash))} are set by gendiff, not by the recipe."
+        )
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = [k for k in args if k not in settable and not open_ended]
+    if unknown:
+        accepted = ", ".join(settable) or "no arguments"
+        raise ComponentConfigError(
+            f"{label}: unknown argument(s) {', '.join(map(repr, unknown))}; it accepts {accepted}."
+        )
+    try:
+        sig.bind(**dict.fromkeys(context), **args)
+    except TypeError as exc:
+        raise ComponentConfigError(f"{label}: {exc}.") from None
+    for key, value in args.items():  # a recipe value must have the type of the default it replaces
+        default = sig.parameters[key].default if key in sig.parameters else inspect.Parameter.empty
+        if default is not inspect.Parameter.empty and default is not None and not same_kind(default, value):
+            raise ComponentConfigError(
+                f"{label}: argument '{key}' expects {type_name(default)} (default {default!r}), got {value!r}."
+            )
 
 
 def construct(cls: type, family: str, args: Mapping[str, Any], **context: Any) -> Any:
     """Instantiate ``cls(**context, **args)``, turning argument mistakes into one clear message.
 
     ``args`` come from the user's recipe; ``context`` are arguments that gendiff itself supplies
-    (for a backbone: ``in_channels``, ``out_channels``, ``image_size``). Unknown or missing
-    arguments and ``ValueError``/``TypeError`` raised by the constructor's own validation become
-    a :class:`ComponentConfigError` naming the family, the component and the problem.
+    (for a backbone: ``in_channels``, ``out_channels``, ``image_size``). The checks of
+    :func:`check_arguments` and any ``ValueError``/``TypeError`` raised by the constructor's own
+    validation become a :class:`ComponentConfigError` naming the family, the component and the
+    problem.
     """
-    label = f"{family} '{getattr(cls, 'name', cls.__name__)}'"
-    sig = inspect.signature(cls)
-    user_params = [
-        p.name
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in context
-    ]
-    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    clash = [k for k in args if k in context]
-    if clash:
-        raise ComponentConfigError(
-            f"{label}: argument(s) {', '.join(map(repr, clash))} are set by gendiff, not by the recipe."
-        )
-    unknown = [k for k in args if k not in user_params and not has_var_kw]
-    if unknown:
-        accepted = ", ".join(user_params) or "no arguments"
-        raise ComponentConfigError(
-            f"{label}: unknown argument(s) {', '.join(map(repr, unknown))}; it accepts {accepted}."
-        )
+    check_arguments(cls, family, args, context)
     try:
-        sig.bind(**context, **args)
-    except TypeError as exc:
-        raise ComponentConfigError(f"{label}: {exc}.") from None
-    for key, value in args.items():  # a recipe value must have the type of the default it replaces
-        default = sig.parameters[key].default if key in sig.parameters else inspect.Parameter.empty
-        if default not in (inspect.Parameter.empty, None) and not _compatible(default, value):
-            raise ComponentConfigError(
-                f"{label}: argument '{key}' expects {_kind(default)} (default {default!r}), got {value!r}."
-            )
-    try:
-        obj = cls(**context, **args)
+        return cls(**context, **args)
     except (ValueError, TypeError) as exc:
-        raise ComponentConfigError(f"{label}: {exc}") from None
-    try:
-        obj._config = dict(args)
-    except AttributeError:  # objects with __slots__ simply do not record their config
-        pass
-    return obj
+        raise ComponentConfigError(f"{family} '{getattr(cls, 'name', cls.__name__)}': {exc}") from None
 
 
 def constructor_defaults(cls: type) -> dict[str, Any]:
@@ -113,19 +113,22 @@ def constructor_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
-def _compatible(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
-    if isinstance(default, (list, tuple)):
+def same_kind(reference: Any, value: Any) -> bool:
+    """Can ``value`` stand where ``reference`` stood? The same TOML type, except that an integer
+    may replace a float (booleans are never numbers, lists and tuples are both arrays)."""
+    if isinstance(reference, bool) or isinstance(value, bool):
+        return isinstance(reference, bool) and isinstance(value, bool)
+    if isinstance(reference, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(reference, float) or isinstance(value, int))
+    if isinstance(reference, (list, tuple)):
         return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+    return isinstance(value, type(reference))
 
 
-def _kind(value: Any) -> str:
-    for tp, label in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
-                      ((list, tuple), "an array")):
+def type_name(value: Any) -> str:
+    """How a message names a value's TOML type ("a float", "a table", ...)."""
+    for tp, label in ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+                      ((list, tuple), "an array"), (dict, "a table")):
         if isinstance(value, tp):
             return label
     return type(value).__name__

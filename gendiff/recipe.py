@@ -32,7 +32,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib
 
-from .component import construct, constructor_defaults
+from .component import check_arguments, construct, constructor_defaults, same_kind, type_name
 from .config import EvalConfig, TrainConfig, to_table, validate_table
 from .errors import ComponentConfigError, GendiffError, RecipeError
 from .plugins import PluginSystem, plugin_system
@@ -45,6 +45,8 @@ RUNTIME_TABLES = ("train", "eval")
 PROVENANCE_TABLE = "gendiff"
 KNOWN_TABLES = COMPONENT_TABLES + ("data",) + RUNTIME_TABLES + (PROVENANCE_TABLE,)
 DEFAULT_LEVELS = 256
+#: the backbone arguments gendiff supplies itself (see gendiff.backbones)
+BACKBONE_CONTEXT = ("in_channels", "out_channels", "image_size")
 #: options of ``[data]`` that apply to every dataset (not passed to the dataset's constructor)
 DATA_OPTIONS: dict[str, Any] = {"flip": False}
 
@@ -104,19 +106,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> list[str]:
             node = child
         else:
             old = node.get(keys[-1])
-            if old is not None and not _same_type(old, value):
-                problems.append(f"{path}: expected {_type_name(old)} like the recipe's {old!r}, got {value!r}")
+            if old is not None and not same_kind(old, value):
+                problems.append(f"{path}: expected {type_name(old)} like the recipe's {old!r}, got {value!r}")
                 continue
             node[keys[-1]] = value
     return problems
-
-
-def _same_type(old: Any, new: Any) -> bool:
-    if isinstance(old, bool) or isinstance(new, bool):
-        return isinstance(old, bool) and isinstance(new, bool)
-    if isinstance(old, (int, float)):
-        return isinstance(new, (int, float)) and (isinstance(old, float) or isinstance(new, int))
-    return isinstance(new, type(old))
 
 
 @dataclass
@@ -173,7 +167,7 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
             problems.append(f"{table}: missing table [{table}] (with at least name = \"...\")")
             continue
         if not isinstance(value, Mapping):
-            problems.append(f"{table}: expected a table, got {_type_name(value)}")
+            problems.append(f"{table}: expected a table, got {type_name(value)}")
             continue
         name = value.get("name")
         if not isinstance(name, str) or not name:
@@ -185,11 +179,11 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
     for table, cls in (("train", TrainConfig), ("eval", EvalConfig)):
         value = raw.get(table, {})
         if not isinstance(value, Mapping):
-            problems.append(f"{table}: expected a table, got {_type_name(value)}")
+            problems.append(f"{table}: expected a table, got {type_name(value)}")
             value = {}
         configs[table] = validate_table(cls, table, value, problems)
     if not isinstance(raw.get(PROVENANCE_TABLE, {}), Mapping):
-        problems.append(f"{PROVENANCE_TABLE}: expected a table (written by gendiff), got {_type_name(raw[PROVENANCE_TABLE])}")
+        problems.append(f"{PROVENANCE_TABLE}: expected a table (written by gendiff), got {type_name(raw[PROVENANCE_TABLE])}")
     if problems:
         raise RecipeError(problems, source)
     return Recipe(components, data, configs["train"], configs["eval"], source, dict(raw))
@@ -200,7 +194,7 @@ def _parse_data(value: Any, problems: list[str]) -> DataSpec:
         problems.append('data: missing table [data] (a dataset name, or shape = [C, H, W] and levels = K)')
         return DataSpec(None, {})
     if not isinstance(value, Mapping):
-        problems.append(f"data: expected a table, got {_type_name(value)}")
+        problems.append(f"data: expected a table, got {type_name(value)}")
         return DataSpec(None, {})
     if "name" in value:
         name = value["name"]
@@ -232,33 +226,39 @@ def _data_options(value: Mapping[str, Any], problems: list[str]) -> dict[str, An
     options = dict(DATA_OPTIONS)
     for key, default in DATA_OPTIONS.items():
         if key in value:
-            if not _same_type(default, value[key]):
-                problems.append(f"data.{key}: expected {_type_name(default)}, got {value[key]!r}")
+            if not same_kind(default, value[key]):
+                problems.append(f"data.{key}: expected {type_name(default)}, got {value[key]!r}")
             else:
                 options[key] = value[key]
     return options
 
 
-def instantiate(recipe: Recipe, system: PluginSystem | None = None, context: Mapping[str, Mapping[str, Any]] | None = None):
-    """Look up and construct every component and the dataset; the backbone is only looked up
-    (its class is returned under "backbone"): it is built once the others' channel counts are
-    known. Collects every problem, each with its TOML path."""
+def instantiate(recipe: Recipe, system: PluginSystem | None = None):
+    """Look up and construct every component and the dataset. The backbone is only looked up and
+    its arguments checked (its class is returned under "backbone"): it is built once the other
+    components' channel counts are known. Collects every problem, each with its TOML path."""
     system = system or plugin_system()
-    context = context or {}
     problems: list[str] = []
     objects: dict[str, Any] = {}
     for table, spec in recipe.components.items():
-        if table == "backbone":  # constructed later, once the channel counts are known
-            cls = _lookup(system, table, spec.name, problems, table)
-            if cls is not None:
-                objects[table] = cls
+        cls = _lookup(system, table, spec.name, problems, table)
+        if cls is None:
             continue
-        obj = _construct(system, table, spec.name, spec.args, problems, context.get(table, {}))
-        if obj is not None:
-            objects[table] = obj
+        try:
+            if table == "backbone":
+                check_arguments(cls, table, spec.args, BACKBONE_CONTEXT)
+                objects[table] = cls
+            else:
+                objects[table] = construct(cls, table, spec.args)
+        except ComponentConfigError as exc:
+            problems.append(f"{table}: {exc}")
     dataset = None
     if recipe.data.name is not None:
-        dataset = _construct(system, "dataset", recipe.data.name, recipe.data.args, problems, {}, path="data")
+        cls = _lookup(system, "dataset", recipe.data.name, problems, "data")
+        try:
+            dataset = cls and construct(cls, "dataset", recipe.data.args)
+        except ComponentConfigError as exc:
+            problems.append(f"data: {exc}")
     if problems:
         raise RecipeError(problems, recipe.source)
     return objects, dataset
@@ -272,26 +272,8 @@ def _lookup(system, family, name, problems, path):
         return None
 
 
-def _construct(system, family, name, args, problems, context, path=None):
-    path = path or family
-    cls = _lookup(system, family, name, problems, path)
-    if cls is None:
-        return None
-    try:
-        return construct(cls, family, args, **context)
-    except ComponentConfigError as exc:
-        problems.append(f"{path}: {exc}")
-        return None
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer", float: "a float"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _show(value: Any) -> str:
-    return "nothing" if value is None else f"{value!r} ({_type_name(value)})"
+    return "nothing" if value is None else f"{value!r} ({type_name(value)})"
 
 
 def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginSystem | None = None) -> dict[str, Any]:

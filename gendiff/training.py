@@ -275,11 +275,11 @@ class Trainer:
         """Run (or continue) training. ``stop_after`` ends the process's work after that many
         steps in all, as an interruption would (tests use it)."""
         cfg = self.cfg
+        data = DataStream(self.setup.dataset.load("train"), cfg.batch_size, cfg.seed,
+                          self.setup.spec.data.options["flip"], self.model.levels)  # fail before writing
         self._prepare_folder(resume)
         if resume:
             self._restore()
-        data = DataStream(self.setup.dataset.load("train"), cfg.batch_size, cfg.seed,
-                          self.setup.spec.data.options["flip"], self.model.levels)
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         self.model.train()
         losses, window, last_ckpt = [], [], None

@@ -208,3 +208,14 @@ def test_missing_and_malformed_recipe_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(GendiffError, match="not valid TOML"):
         gendiff.build(binary)
+
+
+def test_backbone_argument_mistakes_are_collected_with_the_rest(base_recipe):
+    base_recipe["backbone"]["chanels"] = 64
+    base_recipe["schedule"]["timesteps"] = "many"
+    base_recipe["sampler"]["clip_x0"] = 1
+    problems, msg = problems_of(base_recipe)
+    assert len(problems) == 3
+    assert any(p.startswith("backbone: backbone 'unet': unknown argument(s) 'chanels'") for p in problems)
+    assert any("argument 'timesteps' expects an integer" in p for p in problems)
+    assert any("argument 'clip_x0' expects a boolean" in p for p in problems)
