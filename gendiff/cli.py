@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -69,8 +70,13 @@ def sample(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast) or auto (bf16 where supported)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progressive: bool = typer.Option(False, "--progressive", help="Also write progressive.png: x0_hat along the reverse chain (Fig. 6)."),
+    snapshots: int = typer.Option(10, "--snapshots", min=2, help="Columns of the --progressive grid."),
+    share_from: list[int] = typer.Option([], "--share-from", help="Also write shared-completions.png: completions sharing one frozen x_t at this t (Fig. 7; repeatable)."),
+    completions: int = typer.Option(8, "--completions", min=1, help="Completions per --share-from time."),
 ) -> None:
-    """Draw samples from a trained run: one PNG per sample, a grid, and samples.npz (uint8 N x H x W x C)."""
+    """Draw samples from a trained run: one PNG per sample, a grid, and samples.npz (uint8 N x H x W x C);
+    with --progressive and --share-from, the pictures of Figs. 6 and 7."""
     from .component import construct
     from .plugins import plugin_system
     from .config import PRECISIONS
@@ -87,10 +93,210 @@ def sample(
 
         check_compatibility({"sampler": chosen, "schedule": model.schedule, "parameterization": model.parameterization,
                              "variance": model.variance})
+    from .evaluation.analyses import check_time
+
+    for t in share_from:
+        check_time(model, t, "--share-from")
     x = generate(model, n, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console, progress=progress,
                  precision=choose_precision(precision, dev))
     write_samples(x, model.levels, out)
     console.print(f"wrote {n} samples from {ckpt} to {out} (samples.npz, grid.png and one PNG each)")
+    if progressive or share_from:
+        from .evaluation.analyses import progressive as run_progressive, shared_completions
+        from .images import grid, save_png, to_uint8
+
+        scale = max(1, 64 // model.data_shape[1])
+        if progressive:
+            frames, times = run_progressive(model, min(n, 16), snapshots, seed)
+            pictures = to_uint8(frames.flatten(0, 1), model.levels)
+            save_png(grid(pictures, nrow=frames.shape[1]), out / "progressive.png", scale=scale)
+            console.print(f"progressive.png: rows are samples; columns x0_hat at t = {', '.join(map(str, times))}, then the sample")
+        if share_from:
+            rows = shared_completions(model, list(share_from), completions, seed)
+            pictures = to_uint8(rows.flatten(0, 1), model.levels)
+            save_png(grid(pictures, nrow=completions), out / "shared-completions.png", scale=scale)
+            console.print(f"shared-completions.png: row i holds {completions} completions of one x_t frozen at t = "
+                          f"{', '.join(map(str, share_from))}")
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate samples and trained runs.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("fid")
+@friendly
+def eval_fid(
+    target: Path = typer.Argument(..., metavar="SAMPLES_OR_RUN", help="A run, a checkpoint, a samples.npz or a folder of images."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="train or test (the run's data, default train), DATASET:SPLIT, or a path."),
+    n: Optional[int] = typer.Option(None, "--n", min=2, help="Samples to use (default: a run's eval.fid_samples, or all given)."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file, for machines without internet."),
+    features: Optional[str] = typer.Option(None, "--features", help="gendiff-digits or inception-v3-compat (default: by image shape)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a run's samples."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch when generating."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """FID and KID (and the Inception Score) of samples against a reference, with torch-fidelity."""
+    import json
+
+    from .evaluation.fidelity import choose_features, fidelity
+    from .evaluation.inputs import is_run, load_images, reference_images, run_folder, run_samples
+
+    model = ckpt = None
+    if is_run(target):
+        from .training import load_run
+
+        model, ckpt = load_run(target)
+        ref = ref or "train"
+        reference, key = reference_images(ref, model)  # fail on a bad reference before sampling
+        from .training import choose_precision
+
+        precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
+        samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
+                                           model=model, checkpoint=ckpt)
+    else:
+        if ref is None:
+            raise GendiffError("--ref is needed for a set of samples: train/test of a run's data need a run; "
+                               "give DATASET:SPLIT (e.g. digits:train) or a folder of images")
+        samples = load_images(target)
+        if n is not None:
+            if n > len(samples):
+                raise GendiffError(f"--n {n} is more than the {len(samples)} samples in {target}")
+            samples = samples[:n]
+        reference, key = reference_images(ref)
+    space = features or choose_features(samples)
+    result = fidelity(samples, reference, key, space, inception_weights)
+    result["reference"] = ref
+    if ckpt is not None:
+        result["checkpoint"] = str(ckpt)
+        out = run_folder(ckpt) / "eval" / f"fid-{ref.replace('/', '_').replace(':', '-')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+    table = Table(title=f"FID / KID of {target} against {ref} ({space} features)")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_row("FID", f"{result['fid']:.4f}")
+    table.add_row("KID", f"{result['kid_mean']:.6f} +- {result['kid_std']:.6f}")
+    if "inception_score_mean" in result:
+        label = "classifier score (IS in digits-classifier space)" if space != "inception-v3-compat" else "Inception Score"
+        table.add_row(label, f"{result['inception_score_mean']:.3f} +- {result['inception_score_std']:.3f}")
+    table.add_row("samples / reference images", f"{result['samples']} / {result['reference_images']}")
+    console.print(table)
+
+
+@eval_app.command("nll")
+@friendly
+def eval_nll(
+    run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draws x_t ~ q(x_t | x0)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Bits/dim (the bound of eq. 5) with its breakdown L_T, L_1..L_{T-1}, L_0; JSON in RUN/eval/."""
+    import json
+
+    from .evaluation.likelihood import nll_report
+    from .evaluation.inputs import run_folder
+
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress)
+    report = nll_report(bp, split)
+    report["checkpoint"] = str(ckpt)
+    out = run_folder(ckpt) / "eval" / f"nll-{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    bpd = report["bits_per_dim"]
+    table = Table(title=f"bits/dim on {report['examples']} {split} images ({out})")
+    table.add_column("term")
+    table.add_column("bits/dim", justify="right")
+    table.add_row("L_T (prior)", f"{bpd['prior_L_T']:.3e}")
+    table.add_row("L_1 + ... + L_{T-1}", f"{bpd['sum_L_1_to_L_T_minus_1']:.5f}")
+    table.add_row("L_0 (decoder)", f"{bpd['decoder_L_0']:.5f}")
+    table.add_row("total (NLL bound)", f"{bpd['total']:.5f}")
+    console.print(table)
+
+
+@eval_app.command("rd")
+@friendly
+def eval_rd(
+    run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draws x_t ~ q(x_t | x0)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The rate-distortion curve of progressive lossy compression (Sec. 4.3, Fig. 5): rd.csv and rd.png in RUN/eval/."""
+    from .evaluation.inputs import run_folder
+    from .evaluation.likelihood import write_rate_distortion
+
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress)
+    csv_path, png_path = write_rate_distortion(bp, run_folder(ckpt) / "eval" / f"rd-{split}")
+    rate = bp.rate()
+    T = len(bp.terms)
+    table = Table(title=f"rate-distortion on {bp.examples} {split} images ({csv_path}, {png_path.name})")
+    for col in ("t", "reverse steps", "rate (bits/dim)", "distortion (RMSE, 0..255)"):
+        table.add_column(col, justify="right")
+    for t in sorted({T, (3 * T) // 4, T // 2, T // 4, 1, 0}, reverse=True):
+        table.add_row(str(t), str(T - t + 1), f"{rate[t]:.5f}", f"{bp.distortion[t - 1] if t else 0.0:.3f}")
+    console.print(table)
+
+
+def _bound_pass(run_path, split, n, batch_size, seed, progress):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .evaluation.likelihood import bound_pass
+    from .training import load_run
+
+    if split not in ("train", "test"):
+        raise GendiffError(f"--split must be train or test, got {split!r}")
+    model, ckpt = load_run(run_path)
+    n = n or model.recipe.get("eval", {}).get("nll_examples", 256)
+    data = model.dataset.load(split)
+    if n > len(data):
+        raise GendiffError(f"--n {n} is more than the {len(data)} images of the {split} split")
+    data = data[:n]
+    with Progress(TextColumn("bound"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, disable=not progress) as bar:
+        task = bar.add_task("bound", total=n * model.timesteps)
+        bp = bound_pass(model, data, batch_size, seed, progress=lambda k: bar.update(task, advance=k))
+    return bp, ckpt
+
+
+@app.command()
+@friendly
+def interpolate(
+    run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
+    t: int = typer.Option(500, "--t", help="Encode to this time (1..T); larger t gives coarser, more varied mixes."),
+    steps: int = typer.Option(9, "--steps", min=2, help="Values of lambda from 0 to 1."),
+    pairs: int = typer.Option(4, "--pairs", min=1, help="Image pairs (rows)."),
+    split: str = typer.Option("test", "--split", help="Where the images come from: train or test."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for the PNG grid."),
+) -> None:
+    """Interpolate in x_t (Sec. 4.4, Fig. 8): rows are pairs; columns the first image, its
+    reconstruction ... the second's reconstruction, the second image."""
+    from .distributions import levels_to_unit
+    from .evaluation.analyses import check_time, interpolate as run_interpolate
+    from .images import grid, save_png, to_uint8
+    from .training import load_run
+
+    if split not in ("train", "test"):
+        raise GendiffError(f"--split must be train or test, got {split!r}")
+    model, ckpt = load_run(run_path)
+    check_time(model, t, "--t")
+    data = model.dataset.load(split)
+    if 2 * pairs > len(data):
+        raise GendiffError(f"--pairs {pairs} needs {2 * pairs} images; the {split} split has {len(data)}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
+    x0 = levels_to_unit(data[idx].float(), model.levels)
+    a, b = x0[:pairs], x0[pairs:]
+    mixes = run_interpolate(model, a, b, t, steps, seed)
+    rows = torch.cat([a[:, None], mixes, b[:, None]], dim=1)
+    path = Path(out) / f"interpolation-t{t}.png"
+    save_png(grid(to_uint8(rows.flatten(0, 1), model.levels), nrow=steps + 2), path, scale=max(1, 64 // model.data_shape[1]))
+    console.print(f"wrote {path}: {pairs} pairs, lambda in {steps} steps from 0 to 1, decoded from t = {t}")
 
 
 @recipe_app.command("validate")

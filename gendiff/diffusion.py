@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +53,24 @@ class NLL:
     def total(self) -> Tensor:
         """The whole bound L_T + sum_{t>1} L_{t-1} + L_0 in bits/dim, shape (B,)."""
         return self.prior + self.terms.sum(dim=1)
+
+
+@dataclass
+class ReverseStep:
+    """One network evaluation: the reverse distribution and the prediction it came from."""
+
+    p: Any
+    prediction: Prediction
+
+
+@dataclass
+class BoundTerm:
+    """Paper time t, the draw x_t ~ q(x_t | x0), the prediction at it, and L_{t-1} in nats (B,)."""
+
+    t: int
+    x_t: Tensor
+    prediction: Prediction
+    nats: Tensor
 
 
 class Diffusion(nn.Module):
@@ -152,19 +170,21 @@ class Diffusion(nn.Module):
         head, _ = self.network(x_t, t)
         return self.parameterization.predict(head, x_t, t, self.schedule, clip_x0=clip_x0)
 
-    def p_transition(self, x_t: Tensor, t: Tensor, clip_x0: bool = False):
-        """p_theta(x_{t-1} | x_t) as a distribution (eq. 1); t in {1..T}."""
-        return self._transition(x_t, t, clip_x0)[0]
-
-    def _transition(self, x_t, t, clip_x0=False):
+    def reverse_step(self, x_t: Tensor, t: Tensor, clip_x0: bool = False) -> ReverseStep:
+        """One network evaluation at x_t: the reverse distribution p_theta(x_{t-1} | x_t) (eq. 1)
+        together with the prediction it came from; t in {1..T}."""
         head, var = self.network(x_t, t)
         pred = self.parameterization.predict(head, x_t, t, self.schedule, clip_x0=clip_x0)
-        return self.variance.transition(pred, var, x_t, t, self.schedule), pred, head, var
+        return ReverseStep(self.variance.transition(pred, var, x_t, t, self.schedule), pred)
+
+    def p_transition(self, x_t: Tensor, t: Tensor, clip_x0: bool = False):
+        """p_theta(x_{t-1} | x_t) as a distribution (eq. 1); t in {1..T}."""
+        return self.reverse_step(x_t, t, clip_x0).p
 
     def p_mean_variance(self, x_t: Tensor, t: Tensor, clip_x0: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """(mean, variance, x0_hat) of p_theta(x_{t-1} | x_t); t in {1..T}."""
-        p, pred, _, _ = self._transition(x_t, t, clip_x0)
-        return p.mean, p.variance, pred.x0
+        step = self.reverse_step(x_t, t, clip_x0)
+        return step.p.mean, step.p.variance, step.prediction.x0
 
     # -- the bound ---------------------------------------------------------------------------
     def bound_term(self, x0: Tensor, x_t: Tensor, t: Tensor, p) -> Tensor:
@@ -175,20 +195,28 @@ class Diffusion(nn.Module):
         return torch.where(t == 1, decoder, kl)
 
     @torch.no_grad()
-    def nll_bpd(self, x0: Tensor, generator: torch.Generator | None = None) -> NLL:
-        """The bound of eq. 5 per example in bits/dim, with its breakdown (L_T, each L_{t-1}, L_0).
-
-        One draw x_t ~ q(x_t | x0) per example and per t (as the official ``calc_bpd_loop``);
-        every term is then closed form. Costs T network evaluations per batch."""
+    def bound_terms(self, x0: Tensor, generator: torch.Generator | None = None) -> Iterator[BoundTerm]:
+        """For t = 1..T: one draw x_t ~ q(x_t | x0) per example (as the official
+        ``calc_bpd_loop``), the reverse step at it, and L_{t-1} per example in nats (closed form).
+        :meth:`nll_bpd` sums these; the rate-distortion analysis also reads the predictions."""
         batch = x0.shape[0]
-        scale = 1.0 / (self.dims * math.log(2.0))
-        prior = sum_flat(self.schedule.prior_kl(x0)) * scale
-        terms = torch.empty(batch, self.timesteps, dtype=x0.dtype, device=x0.device)
         for t in range(1, self.timesteps + 1):
             tt = self.time(t, batch, x0.device)
             x_t = self.schedule.q_sample(x0, tt, self.schedule.noise_like(x0, generator))
-            p = self.p_transition(x_t, tt)
-            terms[:, t - 1] = self.bound_term(x0, x_t, tt, p) * scale
+            step = self.reverse_step(x_t, tt)
+            yield BoundTerm(t, x_t, step.prediction, self.bound_term(x0, x_t, tt, step.p))
+
+    @torch.no_grad()
+    def nll_bpd(self, x0: Tensor, generator: torch.Generator | None = None) -> NLL:
+        """The bound of eq. 5 per example in bits/dim, with its breakdown (L_T, each L_{t-1}, L_0).
+
+        One draw x_t ~ q(x_t | x0) per example and per t; every term is then closed form.
+        Costs T network evaluations per batch."""
+        scale = 1.0 / (self.dims * math.log(2.0))
+        prior = sum_flat(self.schedule.prior_kl(x0)) * scale
+        terms = torch.empty(x0.shape[0], self.timesteps, dtype=x0.dtype, device=x0.device)
+        for term in self.bound_terms(x0, generator):
+            terms[:, term.t - 1] = term.nats * scale
         return NLL(prior, terms)
 
     # -- training (Algorithm 1) ----------------------------------------------------------------

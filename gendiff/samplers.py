@@ -6,7 +6,8 @@ that call the model several times per step fit the same interface. What a sample
 
 - ``model.prior_sample(shape, generator)``: x_T ~ p(x_T);
 - ``model.p_transition(x_t, t, clip_x0=...)``: the reverse distribution p_theta(x_{t-1} | x_t),
-  with ``.sample(generator)`` for t > 1 and ``.decode(generator)`` for the last step;
+  with ``.sample(generator)`` for t > 1 and ``.decode(generator)`` for the last step
+  (``model.reverse_step`` gives it together with the prediction it came from);
 - ``model.predict(x_t, t)``: the raw prediction (x0_hat, eps_hat, mean) for other solvers;
 - ``model.timesteps`` and ``model.time(t, batch, device)``.
 
@@ -25,6 +26,8 @@ from .component import Component
 
 #: ``progress(step, total)`` is called after every reverse step when given
 Progress = Callable[[int, int], None]
+#: ``trace(t, x_t, prediction)`` is called at every reverse step when given
+Trace = Callable[[int, Tensor, object], None]
 
 
 class Sampler(Component, ABC):
@@ -60,11 +63,20 @@ class Ancestral(Sampler):
     @torch.no_grad()
     def sample(self, model, shape, generator=None, progress=None):
         x = model.prior_sample(shape, generator=generator)
-        total = model.timesteps
-        for step, t in enumerate(range(total, 0, -1), start=1):
-            p = model.p_transition(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
+        return self.run(model, x, model.timesteps, generator, progress)
+
+    @torch.no_grad()
+    def run(self, model, x: Tensor, t_from: int, generator=None, progress: Progress | None = None,
+            trace: Trace | None = None) -> Tensor:
+        """Algorithm 2 from x = x_{t_from} down to x0 (t = t_from, ..., 1). ``trace(t, x_t,
+        prediction)`` sees every step's input and the model's prediction at it (progressive
+        generation, Fig. 6 of the paper)."""
+        for step, t in enumerate(range(t_from, 0, -1), start=1):
+            rs = model.reverse_step(x, model.time(t, x.shape[0], x.device), clip_x0=self.clip_x0)
+            if trace is not None:
+                trace(t, x, rs.prediction)
             # Algorithm 2, lines 3-4: z ~ N(0, I) if t > 1 else z = 0
-            x = p.sample(generator) if t > 1 else p.decode(generator)
+            x = rs.p.sample(generator) if t > 1 else rs.p.decode(generator)
             if progress is not None:
-                progress(step, total)
+                progress(step, t_from)
         return x

@@ -29,3 +29,33 @@ def base_recipe():
 
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The digits classifier and torch-fidelity statistics are cached per test session."""
+    import os
+
+    old = os.environ.get("GENDIFF_CACHE")
+    os.environ["GENDIFF_CACHE"] = str(tmp_path_factory.mktemp("gendiff-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GENDIFF_CACHE", None)
+    else:
+        os.environ["GENDIFF_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """A briefly trained quickstart model (T = 100, 400 steps): a real, small, trained run."""
+    from pathlib import Path
+
+    from gendiff.runner import run
+
+    out = tmp_path_factory.mktemp("quick") / "run"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    run(recipe, ["schedule.timesteps=100", "train.steps=400", "train.batch_size=64", "train.checkpoint_every=400",
+                 "train.sample_every=0", "train.precision=\"fp32\"", "train.warmup_steps=50", "eval.samples=16",
+                 "eval.metrics=[]", "eval.nll_examples=64", "eval.fid_samples=64"],
+        out=out, progress=False)
+    return out

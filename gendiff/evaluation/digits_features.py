@@ -1,0 +1,150 @@
+"""A small convolutional classifier of the 8x8 digits, trained once by gendiff and used as the
+feature extractor that makes FID and KID meaningful for digits (Inception-v3 features of 8x8
+images upsampled to 299x299 say little).
+
+Trained with a fixed seed on the digits training split and cached in the user cache folder
+(``$GENDIFF_CACHE`` or ``~/.cache/gendiff``); it must reach at least 97% test accuracy.
+Features: ``"features"`` (the 128-dimensional penultimate layer, scaled to unit root-mean-square
+on the training digits so that KID's polynomial kernel sees values of order 1, as with
+Inception features) and ``"logits"`` (for the Inception-Score-style classifier score).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import GendiffError
+
+VERSION = 2
+MIN_ACCURACY = 0.97
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GENDIFF_CACHE") or Path.home() / ".cache" / "gendiff")
+
+
+class DigitsNet(nn.Module):
+    """conv 3x3 (32) - conv 3x3 (64) - pool - dense 128 - dense 10, on grey levels scaled to [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 4 * 4, 128)
+        self.fc2 = nn.Linear(128, 10)
+        self.register_buffer("feature_scale", torch.ones(()))  #: 1 / RMS of the training features
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features, scaled to unit RMS on the training digits."""
+        return self.features(x) * self.feature_scale
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv2(F.relu(self.conv1(x))))
+        h = F.max_pool2d(h, 2).flatten(1)
+        return F.relu(self.fc1(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+def _train(seed: int = 0, epochs: int = 40) -> tuple[DigitsNet, float]:
+    from ..datasets import Digits
+
+    ds = Digits()
+    x = ds.load("train").float() / (ds.levels - 1)
+    y = ds.labels("train")
+    xt = ds.load("test").float() / (ds.levels - 1)
+    yt = ds.labels("test")
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = DigitsNet()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 64):
+            idx = order[i:i + 64]
+            batch = x[idx]
+            shift = torch.randint(-1, 2, (2,), generator=g).tolist()  # small translations
+            batch = torch.roll(batch, shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(net(batch), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = (net(xt).argmax(1) == yt).float().mean().item()
+        net.feature_scale.fill_(net.features(x).pow(2).mean().rsqrt().item())
+    return net, accuracy
+
+
+def load_digits_net() -> tuple[DigitsNet, Path, float]:
+    """The cached classifier (trained now if absent): (net, weights path, test accuracy)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = cache_dir()
+    weights = folder / f"digits-classifier-v{VERSION}.safetensors"
+    info = folder / f"digits-classifier-v{VERSION}.json"
+    net = DigitsNet()
+    if weights.is_file() and info.is_file():
+        try:
+            net.load_state_dict(load_file(str(weights)))
+            accuracy = json.loads(info.read_text())["test_accuracy"]
+            return net.eval(), weights, accuracy
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+            pass
+    net, accuracy = _train()
+    if accuracy < MIN_ACCURACY:
+        raise GendiffError(f"the digits classifier reached only {accuracy:.3f} test accuracy (< {MIN_ACCURACY})")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(".tmp")
+    save_file(net.state_dict(), str(tmp))
+    tmp.replace(weights)
+    info.write_text(json.dumps({"test_accuracy": accuracy, "version": VERSION}))
+    return net.eval(), weights, accuracy
+
+
+def digits_feature_extractor_class():
+    """The torch-fidelity feature extractor class (imports torch-fidelity on first use)."""
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    class DigitsFeatureExtractor(FeatureExtractorBase):
+        """torch-fidelity extractor over uint8 8x8 digit images (1 or 3 equal channels, 0..255)."""
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            from safetensors.torch import load_file
+
+            self.net = DigitsNet()
+            self.net.load_state_dict(load_file(str(feature_extractor_weights_path)))
+            self.net.eval().requires_grad_(False)
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("features", "logits")
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return {"isc": "logits"}.get(metric, "features")
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+
+        def forward(self, x):
+            grey = x.float().mean(dim=1, keepdim=True) / 255.0
+            raw = self.net.features(grey)
+            out = {"features": raw * self.net.feature_scale, "logits": self.net.fc2(raw)}
+            return tuple(out[name] for name in self.features_list)
+
+    return DigitsFeatureExtractor
