@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .distributions import unit_to_levels
+from .errors import GendiffError
 from .training import Trainer, choose_device, choose_precision, generate, prepare, write_samples
 
 
@@ -53,14 +54,24 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     write_samples(x, model.levels, run_dir / "samples" / "final", pngs=False)
     from .evaluation import run_evaluations
 
-    levels = unit_to_levels(x, model.levels)
-    evaluations = run_evaluations(model, setup.spec, levels, setup.dataset)
+    evaluations = run_evaluations(model, setup.spec, unit_to_levels(x, model.levels), setup.dataset, run_dir,
+                                  summary.checkpoint, trainer.precision, console, progress)
     (run_dir / "eval").mkdir(exist_ok=True)
     for name, value in evaluations.items():
         (run_dir / "eval" / f"{name}.json").write_text(json.dumps(value, indent=1))
     result["evaluations"] = evaluations
     _report(console, result)
+    failed = {name: value["error"] for name, value in evaluations.items() if "error" in value}
+    if failed:
+        raise EvaluationFailed(
+            f"training finished and was saved in {run_dir}, but {len(failed)} evaluation(s) failed: "
+            + "; ".join(f"{name}: {message}" for name, message in failed.items())
+        )
     return result
+
+
+class EvaluationFailed(GendiffError):
+    """The run trained and saved, but an evaluation the recipe asked for could not be made."""
 
 
 def _report(console: Console, result: dict[str, Any]) -> None:
@@ -71,8 +82,8 @@ def _report(console: Console, result: dict[str, Any]) -> None:
     table.add_row("training time", f"{result['seconds']:.1f} s ({result['images_per_second']:.1f} img/s)")
     table.add_row("samples", f"{result['final_samples']} in {result['run_dir']}/samples/final")
     for name, value in result.get("evaluations", {}).items():
-        if not value.get("available", True):
-            table.add_row(name, "not available yet")
+        if "error" in value:
+            table.add_row(name, f"failed: {value['error']}")
         elif name == "classifier":
             table.add_row("classifier: mean top-class probability", f"{value['mean_top_class_probability']:.3f}")
             table.add_row("classifier: classes present", f"{value['classes_present']} / 10")
@@ -81,4 +92,9 @@ def _report(console: Console, result: dict[str, Any]) -> None:
             bpd = value["bits_per_dim"]
             table.add_row("bits/dim (test bound)", f"{bpd['total']:.4f} (L_T {bpd['prior_L_T']:.2e}, "
                           f"L_1..L_T-1 {bpd['sum_L_1_to_L_T_minus_1']:.4f}, L_0 {bpd['decoder_L_0']:.4f})")
+        elif name == "fid":
+            table.add_row(f"FID / KID ({value['features']})", f"{value['fid']:.3f} / {value['kid_mean']:.4f}")
+        elif name == "rd":
+            table.add_row("rate-distortion at t = 1", f"{value['rate_at_t1']:.4f} bits/dim, RMSE "
+                          f"{value['distortion_at_t1']:.3f} ({value['png']})")
     console.print(table)

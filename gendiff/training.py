@@ -311,6 +311,8 @@ class Trainer:
             metrics.close()
         seconds = time.perf_counter() - start_time
         done = self.step - start_step
+        if last_ckpt is None and self.step >= cfg.steps:  # resumed a run that had already finished
+            last_ckpt = latest_checkpoint(self.run_dir)
         return TrainSummary(self.step, losses[-1] if losses else float("nan"), seconds,
                             done * cfg.batch_size / max(seconds, 1e-9), last_ckpt, losses)
 

@@ -217,3 +217,30 @@ def test_missing_run_is_a_clean_error(command, tmp_path):
     res = invoke(*command, tmp_path / "nope", *(["--ref", "digits:train"] if command[-1] == "fid" else []))
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "no run or checkpoint folder" in res.flat or "no samples at" in res.flat
+
+
+def test_run_ends_with_every_requested_evaluation(tmp_path, monkeypatch):
+    from gendiff.runner import EvaluationFailed, run
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    over = ["schedule.timesteps=20", "train.steps=4", "train.batch_size=16", "train.sample_every=0",
+            "train.precision=\"fp32\"", "eval.samples=12", "eval.fid_samples=16", "eval.nll_examples=8",
+            'eval.metrics=["classifier", "fid", "nll", "rd"]']
+    result = run(recipe, over, out=tmp_path / "r", progress=False)
+    assert set(result["evaluations"]) == {"classifier", "fid", "nll", "rd"}
+    for name in ("classifier", "fid", "nll", "rd"):
+        assert "error" not in json.loads((tmp_path / "r" / "eval" / f"{name}.json").read_text())
+    assert (tmp_path / "r" / "eval" / "rd-test" / "rd.csv").is_file()
+    assert json.loads((tmp_path / "r" / "eval" / "fid.json").read_text())["samples"] == 16
+
+    import gendiff.evaluation as ev
+
+    def broken(**_):
+        raise GendiffError("the reference is unavailable")
+
+    monkeypatch.setitem(ev._RUNNERS, "fid", broken)
+    with pytest.raises(EvaluationFailed, match="training finished and was saved.*fid: the reference is unavailable"):
+        run(recipe, over, out=tmp_path / "r2", progress=False)
+    assert (tmp_path / "r2" / "checkpoints" / "step-4").is_dir()
+    assert "error" in json.loads((tmp_path / "r2" / "eval" / "fid.json").read_text())
+    assert "error" not in json.loads((tmp_path / "r2" / "eval" / "nll.json").read_text())
