@@ -45,6 +45,15 @@ def build(
     objects, dataset = instantiate(spec, system)
     shape = tuple(dataset.shape) if dataset is not None else spec.data.shape
     levels = dataset.levels if dataset is not None else spec.data.levels
+    bind_problems = []
+    for table, obj in objects.items():
+        if table != "backbone":  # the backbone is built below, from the others' channel counts
+            try:
+                obj.bind(shape, levels)
+            except ValueError as exc:
+                bind_problems.append(f"{table}: {table} '{obj.name}': {exc}")
+    if bind_problems:
+        raise RecipeError(bind_problems, source)
 
     schedule, param, variance = objects["schedule"], objects["parameterization"], objects["variance"]
     channels, height = shape[0], shape[1]

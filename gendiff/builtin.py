@@ -10,7 +10,7 @@ from .plugins import hookimpl
 
 @hookimpl
 def gendiff_register_schedules():
-    return [schedules.LinearSchedule, schedules.CosineSchedule, schedules.QuadraticSchedule]
+    return [schedules.LinearSchedule, schedules.CosineSchedule, schedules.QuadraticSchedule, schedules.MaskingSchedule]
 
 
 @hookimpl
@@ -21,17 +21,19 @@ def gendiff_register_parameterizations():
         parameterizations.MeanParameterization,
         parameterizations.VParameterization,
         parameterizations.ScoreParameterization,
+        parameterizations.X0Logits,
     ]
 
 
 @hookimpl
 def gendiff_register_variances():
-    return [variances.FixedLarge, variances.FixedSmall, variances.Learned, variances.LearnedRange]
+    return [variances.FixedLarge, variances.FixedSmall, variances.Learned, variances.LearnedRange,
+            variances.CategoricalReveal]
 
 
 @hookimpl
 def gendiff_register_weightings():
-    return [weightings.Simple, weightings.VLB, weightings.MeanMSE, weightings.Hybrid]
+    return [weightings.Simple, weightings.VLB, weightings.MeanMSE, weightings.Hybrid, weightings.MaskedCE]
 
 
 @hookimpl

@@ -51,6 +51,10 @@ class Component:
     #: constructor arguments of a small working instance (for the conformance suites)
     example_args: ClassVar[Mapping[str, Any]] = {}
 
+    def bind(self, data_shape: tuple[int, int, int], levels: int) -> None:
+        """Called by :func:`gendiff.build` with the data's (C, H, W) and K once they are known
+        (a masking schedule sets T = D here). Raise ``ValueError`` for data it cannot serve."""
+
 
 def check_arguments(cls: type, family: str, args: Mapping[str, Any], context: Iterable[str] = ()) -> None:
     """Check a recipe's arguments for ``cls`` without constructing it: no unknown names, none of

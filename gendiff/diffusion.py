@@ -241,11 +241,12 @@ class Diffusion(nn.Module):
             noise=noise,
             x_t=x_t,
             output=head,
-            target=self.parameterization.target(x0, noise, x_t, t, self.schedule),
             prediction=pred,
             var_output=var,
+            target_fn=lambda: self.parameterization.target(x0, noise, x_t, t, self.schedule),
             bound_fn=bound_fn,
             posterior_mean_fn=lambda: self.schedule.q_posterior(x0, x_t, t).mean,
+            transition_fn=lambda: self.variance.transition(pred, var, x_t, t, self.schedule),
         )
 
     def training_loss(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:

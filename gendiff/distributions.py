@@ -106,3 +106,91 @@ class Gaussian:
             k == levels - 1, torch.full_like(x0, math.inf), (x0 + half - self.mean) * inv_std
         )
         return -log_normal_interval(lo, hi)
+
+
+#: the value of a masked coordinate in x_t (outside the data range [-1, 1], so x_t carries its mask)
+BLANK = -2.0
+
+
+def is_masked(x_t: Tensor) -> Tensor:
+    """Which coordinates of x_t are masked (hold :data:`BLANK`)."""
+    return x_t < -1.5
+
+
+@dataclass
+class Reveal:
+    """q(x_{t-1} | x_t, x0) of a masking process: coordinate d of x0 is revealed with probability
+    ``weights[d]`` (1 for the coordinates a fixed order reveals at step t; n_t / m_t for each of the
+    m_t masked coordinates when n_t of them are revealed in a random order). Every other
+    coordinate is copied from x_t (Sec. 4.3)."""
+
+    x0: Tensor
+    x_t: Tensor
+    weights: Tensor
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.where(self.weights > 0, self.x0, self.x_t)
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.zeros_like(self.x0)
+
+    def kl(self, other: "Categorical") -> Tensor:
+        """KL(q || p) per element, in nats: the revealed coordinates' cross-entropies under p,
+        weighted by how likely q is to reveal them. For a fixed order this is
+        -log p_theta(x0^(t) | x_t): the bound is the exact autoregressive NLL."""
+        return self.weights * other.ce(self.x0)
+
+
+@dataclass
+class Categorical:
+    """p_theta(x_{t-1} | x_t) of a masking process: reveal the coordinates chosen by ``choose``
+    and draw each from its categorical over the K levels (logits (B, C, K, H, W)); keep the rest.
+    ``weights`` are q's reveal probabilities at this step (for the decoder term at t = 1)."""
+
+    logits: Tensor
+    x_t: Tensor
+    weights: Tensor
+    choose: object  #: choose(generator) -> bool mask of the coordinates revealed at this step
+
+    @property
+    def levels(self) -> int:
+        return self.logits.shape[2]
+
+    def _values(self) -> Tensor:
+        return levels_to_unit(torch.arange(self.levels, device=self.logits.device), self.levels).to(self.x_t.dtype)
+
+    def ce(self, x0: Tensor) -> Tensor:
+        """-log p(x0^d) for every coordinate d, in nats, (B, C, H, W)."""
+        k = unit_to_levels(x0, self.levels)
+        logp = torch.log_softmax(self.logits.float(), dim=2)
+        return -logp.gather(2, k.unsqueeze(2)).squeeze(2).to(x0.dtype)
+
+    def nll(self, x0: Tensor, levels: int) -> Tensor:
+        """The decoder term at t = 1: the cross-entropies of the coordinates revealed last."""
+        return self.weights * self.ce(x0)
+
+    @property
+    def mean(self) -> Tensor:
+        probs = torch.softmax(self.logits.float(), dim=2).to(self.x_t.dtype)
+        expect = (probs * self._values().view(1, 1, -1, 1, 1)).sum(2)
+        return torch.where(is_masked(self.x_t), expect, self.x_t)
+
+    @property
+    def variance(self) -> Tensor:
+        probs = torch.softmax(self.logits.float(), dim=2).to(self.x_t.dtype)
+        v = self._values().view(1, 1, -1, 1, 1)
+        var = (probs * v**2).sum(2) - (probs * v).sum(2) ** 2
+        return torch.where(is_masked(self.x_t), var, torch.zeros_like(var))
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """x_{t-1}: the chosen coordinates drawn from their categoricals (Gumbel-max)."""
+        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device).clamp_(1e-20, 1.0)
+        k = (self.logits.float() - torch.log(-torch.log(u))).argmax(dim=2)
+        reveal = self.choose(generator)
+        return torch.where(reveal, self._values()[k], self.x_t)
+
+    def decode(self, generator: torch.Generator | None = None) -> Tensor:
+        """The last step reveals the last coordinates by sampling them too (no noise to drop)."""
+        return self.sample(generator)

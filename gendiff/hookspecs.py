@@ -52,13 +52,14 @@ def gendiff_register_schedules() -> list[type]:
 def gendiff_register_parameterizations() -> list[type]:
     """Parameterizations: what the network predicts and how it maps to x0_hat, eps and the mean.
 
-    Return subclasses of :class:`gendiff.parameterizations.Parameterization`. A Gaussian one gives
-    its target and the two inverse maps (eqs. 4, 11, 15)::
+    Return subclasses of :class:`gendiff.parameterizations.Parameterization`. A Gaussian one
+    (:class:`~gendiff.parameterizations.GaussianParameterization`) gives its target and the two
+    inverse maps (eqs. 4, 11, 15)::
 
         import gendiff
-        from gendiff.parameterizations import Parameterization
+        from gendiff.parameterizations import GaussianParameterization
 
-        class NegEps(Parameterization):
+        class NegEps(GaussianParameterization):
             '''Predict -eps (a toy: the same model as eps, with the sign flipped).'''
             name = "neg-eps"
             def target(self, x0, noise, x_t, t, schedule):

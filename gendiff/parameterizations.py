@@ -21,9 +21,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from .component import Component
+from .distributions import is_masked, levels_to_unit
 
 
 @dataclass
@@ -50,15 +52,30 @@ def _detach(value: Tensor | None) -> Tensor | None:
 
 
 class Parameterization(Component, ABC):
-    """What the network predicts. Subclasses implement ``target``, ``to_x0`` and ``to_eps``."""
+    """What the network predicts: ``out_channels`` says how many output channels it needs and
+    ``predict`` turns the network output into a :class:`Prediction`."""
 
     family: ClassVar[str] = "parameterization"
-    provides: ClassVar[frozenset[str]] = frozenset({"mean", "eps"})
-    requires = {"schedule": frozenset({"gaussian"})}
 
     def out_channels(self, data_channels: int, levels: int) -> int:
         """Network output channels this parameterization needs (one value per data channel)."""
         return data_channels
+
+    @abstractmethod
+    def predict(self, output: Tensor, x_t: Tensor, t: Tensor, schedule, clip_x0: bool = False) -> Prediction:
+        """The network output in the views this parameterization provides."""
+
+    def target(self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
+        """The regression target of the network (parameterizations that provide "regression")."""
+        raise NotImplementedError(f"parameterization '{self.name}' has no regression target")
+
+
+class GaussianParameterization(Parameterization):
+    """A parameterization of a Gaussian reverse mean. Subclasses implement ``target``, ``to_x0``
+    and ``to_eps``; ``to_mean`` defaults to the posterior mean of eq. 7."""
+
+    provides: ClassVar[frozenset[str]] = frozenset({"mean", "eps", "regression"})
+    requires = {"schedule": frozenset({"gaussian"})}
 
     @abstractmethod
     def target(self, x0: Tensor, noise: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
@@ -88,7 +105,7 @@ class Parameterization(Component, ABC):
         return Prediction(x0, eps, self.to_mean(output, x0, x_t, t, schedule))
 
 
-class EpsParameterization(Parameterization):
+class EpsParameterization(GaussianParameterization):
     """eps-prediction (eq. 11): the network predicts the noise; x0_hat by eq. 15, and
     mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t)."""
 
@@ -109,7 +126,7 @@ class EpsParameterization(Parameterization):
         return (x_t - coef * output) / schedule.at("sqrt_alpha", t, x_t)
 
 
-class X0Parameterization(Parameterization):
+class X0Parameterization(GaussianParameterization):
     """x0-prediction: the network predicts x0 directly; mu_theta = mu~_t(x_t, x0_hat) (eq. 7)."""
 
     name = "x0"
@@ -124,7 +141,7 @@ class X0Parameterization(Parameterization):
         return schedule.eps_from_x0(x_t, t, output)
 
 
-class MeanParameterization(Parameterization):
+class MeanParameterization(GaussianParameterization):
     """mu-prediction, the paper's baseline (Table 2): the network outputs mu_theta(x_t, t)
     itself; x0_hat inverts eq. 7, x0 = (mu - coef_xt x_t) / coef_x0 (coef_x0 > 0 for all t)."""
 
@@ -145,7 +162,7 @@ class MeanParameterization(Parameterization):
         return output
 
 
-class VParameterization(Parameterization):
+class VParameterization(GaussianParameterization):
     """v-prediction (Salimans & Ho 2022): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, so
     x0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v and eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
 
@@ -161,7 +178,7 @@ class VParameterization(Parameterization):
         return schedule.at("sqrt_one_minus_abar", t, x_t) * x_t + schedule.at("sqrt_abar", t, x_t) * output
 
 
-class ScoreParameterization(Parameterization):
+class ScoreParameterization(GaussianParameterization):
     """Score-prediction (the unified view, Tweedie): s = grad log q(x_t) = -eps / sqrt(1 - abar_t);
     mu_theta = (x_t + beta_t s_theta) / sqrt(alpha_t)."""
 
@@ -178,3 +195,24 @@ class ScoreParameterization(Parameterization):
 
     def to_mean(self, output, x0, x_t, t, schedule):
         return (x_t + schedule.at("beta", t, x_t) * output) / schedule.at("sqrt_alpha", t, x_t)
+
+
+class X0Logits(Parameterization):
+    """x0 logits for a masking process (Sec. 4.3): for every coordinate, logits over its K levels,
+    p_theta(x0^d = k | x_t). The network outputs C x K channels (channel c * K + k). x0_hat is the
+    expected value for masked coordinates and x_t itself where x_t is revealed."""
+
+    name = "x0-logits"
+    provides = frozenset({"logits"})
+    requires = {"schedule": frozenset({"masking"})}
+
+    def out_channels(self, data_channels: int, levels: int) -> int:
+        return data_channels * levels
+
+    def predict(self, output, x_t, t, schedule, clip_x0: bool = False) -> Prediction:
+        batch, channels = x_t.shape[:2]
+        logits = output.reshape(batch, channels, -1, *x_t.shape[2:])
+        levels = logits.shape[2]
+        values = levels_to_unit(torch.arange(levels, device=x_t.device), levels).to(x_t.dtype)
+        expect = (torch.softmax(logits.float(), dim=2).to(x_t.dtype) * values.view(1, 1, -1, 1, 1)).sum(2)
+        return Prediction(torch.where(is_masked(x_t), expect, x_t), logits=logits)

@@ -67,10 +67,13 @@ def _times(T: int, n: int) -> Tensor:
 
 
 # -- schedules ---------------------------------------------------------------------------------
-def check_schedule(schedule) -> None:
+def check_schedule(schedule, data_shape=(2, 4, 4), levels: int = 256) -> None:
     """The forward-process contract: q_sample shapes/dtypes, a proper prior, a non-negative
-    L_T, and, for Gaussian schedules, float64 tables with 0 < abar_T < ... < abar_1 < abar_0 = 1
-    and the noise-free consistency of eq. 7: mu~_t(sqrt(abar_t) x0, x0) = sqrt(abar_{t-1}) x0."""
+    L_T; for Gaussian schedules, float64 tables with 0 < abar_T < ... < abar_1 < abar_0 = 1
+    and the noise-free consistency of eq. 7: mu~_t(sqrt(abar_t) x0, x0) = sqrt(abar_{t-1}) x0;
+    for masking schedules, x_T blank, k(t) coordinates masked at t, and the reveal
+    probabilities of step t summing to the number revealed."""
+    schedule.bind(tuple(data_shape), levels)
     T = schedule.timesteps
     assert isinstance(T, int) and T >= 1, f"timesteps must be a positive int, got {T!r}"
     x0, noise, g = _batch()
@@ -87,6 +90,8 @@ def check_schedule(schedule) -> None:
     assert model_in.shape[1] == x0.shape[1] + schedule.extra_input_channels, (
         "model_input must add exactly extra_input_channels channels"
     )
+    if "masking" in schedule.provides:
+        _check_masking(schedule, x0, g)
     if "gaussian" not in schedule.provides:
         return
     tables = schedule.tables
@@ -104,10 +109,34 @@ def check_schedule(schedule) -> None:
     _close(mean32, mean64, "float32 vs float64 posterior mean", rtol=1e-4, atol=1e-5)
 
 
+def _check_masking(schedule, x0, g) -> None:
+    from .distributions import is_masked
+
+    T, D = schedule.timesteps, x0[0].numel()
+    ranks = schedule.noise_like(x0, g)
+    assert sorted(ranks[0].flatten().tolist()) == list(range(1, D + 1)), "ranks must be a permutation of 1..D"
+    previous = torch.zeros(x0.shape[0])
+    for t in range(1, T + 1):
+        tt = torch.full((x0.shape[0],), t)
+        x_t = schedule.q_sample(x0, tt, ranks)
+        masked = is_masked(x_t).flatten(1).sum(1).double()
+        assert bool((masked > previous).all()), "every step must mask more coordinates"
+        kept = ~is_masked(x_t)
+        assert torch.equal(x_t[kept], x0[kept]), "unmasked coordinates must be x0's"
+        revealed = schedule.reveal_weights(x_t, tt).flatten(1).sum(1)
+        assert torch.allclose(revealed, masked - previous), "step t must reveal what step t masked"
+        previous = masked
+    assert bool((previous == D).all()), "x_T must be the blank image"
+
+
 # -- parameterizations -------------------------------------------------------------------------
 def check_parameterization(param, schedule=None) -> None:
-    """Round trips: the network output equal to the target must give back x0, eps and the
-    posterior mean mu~_t(x_t, x0) exactly (float64), and float32 must agree with float64."""
+    """Gaussian ("regression") parameterizations: the network output equal to the target must
+    give back x0, eps and the posterior mean mu~_t(x_t, x0) exactly (float64), and float32 must
+    agree with float64. Logit parameterizations: logits of the right shape, x0_hat in [-1, 1],
+    the revealed coordinates of x_t kept."""
+    if "logits" in param.provides:
+        return _check_logits_parameterization(param)
     from .schedules import LinearSchedule
 
     schedule = schedule or LinearSchedule()
@@ -129,11 +158,40 @@ def check_parameterization(param, schedule=None) -> None:
     _close(clipped.mean, schedule.posterior_mean(clipped.x0, xt, t), "clipped mean = mu~_t(x_t, clip(x0_hat))")
 
 
+def _masked_batch(levels: int = 4, order: str = "raster", t: int = 5):
+    from .schedules import MaskingSchedule
+
+    schedule = MaskingSchedule(order=order)
+    schedule.bind((2, 4, 4), levels)
+    g = torch.Generator().manual_seed(0)
+    k = torch.randint(0, levels, (6, 2, 4, 4), generator=g)
+    x0 = k.double() * 2 / (levels - 1) - 1
+    tt = torch.full((6,), t)
+    x_t = schedule.q_sample(x0, tt, schedule.noise_like(x0, g))
+    return schedule, x0, x_t, tt, g
+
+
+def _check_logits_parameterization(param) -> None:
+    from .distributions import is_masked
+
+    levels = 4
+    schedule, x0, x_t, t, g = _masked_batch(levels)
+    out_ch = param.out_channels(2, levels)
+    output = torch.randn((6, out_ch, 4, 4), generator=g, dtype=torch.float64)
+    pred = param.predict(output, x_t, t, schedule)
+    assert pred.logits is not None and pred.logits.shape[:2] == (6, 2) and pred.logits.shape[2] == levels
+    assert pred.x0.shape == x0.shape and bool((pred.x0.abs() <= 1 + 1e-9).all()), "x0_hat must lie in [-1, 1]"
+    kept = ~is_masked(x_t)
+    assert torch.equal(pred.x0[kept], x_t[kept]), "revealed coordinates must be kept"
+
+
 # -- variances -----------------------------------------------------------------------------------
 def check_variance(variance, schedule=None) -> None:
     """The reverse transition keeps the predicted mean, has a finite positive variance of the
     data's shape, float32 agrees with float64, and a fixed variance lies between beta~_t and
     beta_t for t >= 2 (the paper's two extremes)."""
+    if "categorical" in variance.provides:
+        return _check_categorical(variance)
     from .parameterizations import EpsParameterization
     from .schedules import LinearSchedule
 
@@ -164,6 +222,27 @@ def check_variance(variance, schedule=None) -> None:
         None if var_out is None else var_out.float(), xt.float(), t, schedule,
     )
     _close(p32.variance, var, "float32 vs float64 variance", rtol=1e-4, atol=1e-9)
+
+
+def _check_categorical(variance) -> None:
+    """A masking reverse step reveals exactly the chosen coordinates, keeps the rest, and its
+    cross-entropies are finite and non-negative."""
+    from .distributions import is_masked
+    from .parameterizations import X0Logits
+
+    levels = 4
+    for order in ("raster", "agnostic"):
+        schedule, x0, x_t, t, g = _masked_batch(levels, order)
+        output = torch.randn((6, 2 * levels, 4, 4), generator=g, dtype=torch.float64)
+        p = variance.transition(X0Logits().predict(output, x_t, t, schedule), None, x_t, t, schedule)
+        x_prev = p.sample(g)
+        kept = ~is_masked(x_t)
+        assert torch.equal(x_prev[kept], x_t[kept]), "revealed coordinates must stay"
+        newly = (is_masked(x_t) & ~is_masked(x_prev)).flatten(1).sum(1).double()
+        expect = schedule.reveal_weights(x_t, t).flatten(1).sum(1)
+        assert torch.allclose(newly, expect), "a step must reveal as many coordinates as q does"
+        ce = p.ce(x0)
+        assert bool(torch.isfinite(ce).all() & (ce >= 0).all()), "cross-entropies must be finite and >= 0"
 
 
 # -- weightings ----------------------------------------------------------------------------------
@@ -218,9 +297,10 @@ def testing_plugin_system(extra: dict[str, list[type]] | None = None):
 
 
 def tiny_model(weighting="simple", variance="fixed-large", parameterization="eps", sampler="ancestral",
-               timesteps: int = 50, seed: int = 0):
-    """A small composed model: linear schedule with ``timesteps`` steps, the ``tiny-conv``
-    backbone, data 2x4x4 with K = 256.
+               timesteps: int = 50, seed: int = 0, process: str = "gaussian"):
+    """A small composed model with the ``tiny-conv`` backbone on 2x4x4 data: a linear schedule
+    with ``timesteps`` steps and K = 256 (``process = "gaussian"``), or a raster masking schedule
+    (T = D = 32) with K = 4 (``process = "masking"``; pass x0-logits, categorical, vlb).
 
     ``weighting``, ``variance``, ``parameterization`` and ``sampler`` are registry names or
     instances; an instance (a plugin's component under test) is used as it is, its class
@@ -240,9 +320,9 @@ def tiny_model(weighting="simple", variance="fixed-large", parameterization="eps
         for family, value in chosen.items()
     }
     recipe.update(
-        schedule={"name": "linear", "timesteps": timesteps},
+        schedule={"name": "linear", "timesteps": timesteps} if process == "gaussian" else {"name": "masking"},
         backbone={"name": "tiny-conv"},
-        data={"shape": [2, 4, 4], "levels": 256},
+        data={"shape": [2, 4, 4], "levels": 256 if process == "gaussian" else 4},
     )
     torch.manual_seed(seed)
     model = build(recipe, plugins=testing_plugin_system(extra))
@@ -254,9 +334,14 @@ def tiny_model(weighting="simple", variance="fixed-large", parameterization="eps
 
 def check_weighting(weighting) -> None:
     """A weighting returns one finite loss per example, and its gradient reaches the network."""
-    needs_learned = "learned" in weighting.requires.get("variance", ())
-    model = tiny_model(weighting, variance="learned-range" if needs_learned else "fixed-large")
+    needs = weighting.requires.get("variance", ())
+    if "categorical" in needs:
+        model = tiny_model(weighting, "categorical", "x0-logits", process="masking")
+    else:
+        model = tiny_model(weighting, variance="learned-range" if "learned" in needs else "fixed-large")
     x0, _, g = _batch(torch.float32, (8, 2, 4, 4))
+    levels = model.levels  # put the data on the model's K levels
+    x0 = torch.round((x0 + 1) * (levels - 1) / 2) * 2 / (levels - 1) - 1
     terms = model.loss_terms(x0, generator=g)
     loss = weighting.loss(terms)
     assert loss.shape == (8,), f"loss must have one value per example, got shape {tuple(loss.shape)}"

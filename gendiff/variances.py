@@ -18,20 +18,29 @@ from typing import ClassVar
 from torch import Tensor
 
 from .component import Component
-from .distributions import Gaussian
+from .distributions import Categorical, Gaussian
 from .parameterizations import Prediction
 
 
-class Variance(Component, ABC):
-    """The reverse transition's distribution around the predicted mean."""
+class ReverseFamily(Component, ABC):
+    """The reverse transition's distribution family (the "variance" family of recipes)."""
 
     family: ClassVar[str] = "variance"
-    provides: ClassVar[frozenset[str]] = frozenset({"gaussian"})
-    requires = {"schedule": frozenset({"gaussian"}), "parameterization": frozenset({"mean"})}
 
     def out_channels(self, data_channels: int) -> int:
         """Extra network output channels (0 for a fixed variance)."""
         return 0
+
+    @abstractmethod
+    def transition(self, prediction: Prediction, var_output: Tensor | None, x_t: Tensor, t: Tensor, schedule):
+        """p_theta(x_{t-1} | x_t) from the prediction at x_t."""
+
+
+class Variance(ReverseFamily):
+    """The reverse transition's Gaussian spread around the predicted mean."""
+
+    provides: ClassVar[frozenset[str]] = frozenset({"gaussian"})
+    requires = {"schedule": frozenset({"gaussian"}), "parameterization": frozenset({"mean"})}
 
     @abstractmethod
     def log_variance(self, var_output: Tensor | None, x_t: Tensor, t: Tensor, schedule) -> Tensor:
@@ -95,4 +104,18 @@ class LearnedRange(Variance):
         return frac * log_max + (1.0 - frac) * log_min
 
 
-__all__ = ["Variance", "FixedLarge", "FixedSmall", "Learned", "LearnedRange"]
+__all__ = ["ReverseFamily", "Variance", "FixedLarge", "FixedSmall", "Learned", "LearnedRange", "CategoricalReveal"]
+
+
+class CategoricalReveal(ReverseFamily):
+    """The masking counterpart of the Gaussian variance (Sec. 4.3): p_theta(x_{t-1} | x_t)
+    reveals the coordinates of step t, each drawn from its categorical over the K levels
+    (the parameterization's logits), and copies the rest of x_t."""
+
+    name = "categorical"
+    provides = frozenset({"categorical"})
+    requires = {"schedule": frozenset({"masking"}), "parameterization": frozenset({"logits"})}
+
+    def transition(self, prediction, var_output, x_t, t, schedule) -> Categorical:
+        return Categorical(prediction.logits, x_t, schedule.reveal_weights(x_t, t),
+                           lambda generator: schedule.choose_reveal(x_t, t, generator))

@@ -64,7 +64,7 @@ def test_unknown_names_are_reported_with_path_and_alternatives(base_recipe):
     base_recipe["backbone"]["name"] = "resnet"
     problems, msg = problems_of(base_recipe)
     assert len(problems) == 3
-    assert any(p.startswith("schedule.name: unknown schedule 'linaer'") and "cosine, linear, quadratic" in p for p in problems)
+    assert any(p.startswith("schedule.name: unknown schedule 'linaer'") and "cosine, linear, masking, quadratic" in p for p in problems)
     assert any(p.startswith("sampler.name: unknown sampler 'ddim-typo'") for p in problems)
     assert any(p.startswith("backbone.name: unknown backbone 'resnet'") and "unet" in p for p in problems)
 

@@ -100,18 +100,18 @@ def test_hook_docstring_examples_run_and_conform(family, hook, code):
 
 def test_builtins_register_through_the_hooks():
     system = create_plugin_system(autoload=False)
-    assert system.plugins["gendiff"].components["schedule"] == ["linear", "cosine", "quadratic"]
+    assert system.plugins["gendiff"].components["schedule"] == ["linear", "cosine", "quadratic", "masking"]
     assert system.registry("schedule").plugin_of("linear") == "gendiff"
-    assert system.registry("parameterization").names() == ["eps", "mu", "score", "v", "x0"]
-    assert system.registry("variance").names() == ["fixed-large", "fixed-small", "learned", "learned-range"]
-    assert system.registry("weighting").names() == ["hybrid", "mse-mu", "simple", "vlb"]
+    assert system.registry("parameterization").names() == ["eps", "mu", "score", "v", "x0", "x0-logits"]
+    assert system.registry("variance").names() == ["categorical", "fixed-large", "fixed-small", "learned", "learned-range"]
+    assert system.registry("weighting").names() == ["hybrid", "masked-ce", "mse-mu", "simple", "vlb"]
 
 
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(UnknownComponentError) as err:
         registry("schedule").get("linaer")
     assert "unknown schedule 'linaer'" in str(err.value)
-    assert "cosine, linear, quadratic" in str(err.value)
+    assert "cosine, linear, masking, quadratic" in str(err.value)
     with pytest.raises(UnknownComponentError, match="Families"):
         registry("scheduler")
 
