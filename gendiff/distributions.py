@@ -108,6 +108,11 @@ class Gaussian:
         return -log_normal_interval(lo, hi)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """At least float32 (bf16/fp16 logits from autocast are widened; float64 stays float64)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 #: the value of a masked coordinate in x_t (outside the data range [-1, 1], so x_t carries its mask)
 BLANK = -2.0
 
@@ -164,7 +169,7 @@ class Categorical:
     def ce(self, x0: Tensor) -> Tensor:
         """-log p(x0^d) for every coordinate d, in nats, (B, C, H, W)."""
         k = unit_to_levels(x0, self.levels)
-        logp = torch.log_softmax(self.logits.float(), dim=2)
+        logp = torch.log_softmax(_wide(self.logits), dim=2)
         return -logp.gather(2, k.unsqueeze(2)).squeeze(2).to(x0.dtype)
 
     def nll(self, x0: Tensor, levels: int) -> Tensor:
@@ -173,13 +178,13 @@ class Categorical:
 
     @property
     def mean(self) -> Tensor:
-        probs = torch.softmax(self.logits.float(), dim=2).to(self.x_t.dtype)
+        probs = torch.softmax(_wide(self.logits), dim=2).to(self.x_t.dtype)
         expect = (probs * self._values().view(1, 1, -1, 1, 1)).sum(2)
         return torch.where(is_masked(self.x_t), expect, self.x_t)
 
     @property
     def variance(self) -> Tensor:
-        probs = torch.softmax(self.logits.float(), dim=2).to(self.x_t.dtype)
+        probs = torch.softmax(_wide(self.logits), dim=2).to(self.x_t.dtype)
         v = self._values().view(1, 1, -1, 1, 1)
         var = (probs * v**2).sum(2) - (probs * v).sum(2) ** 2
         return torch.where(is_masked(self.x_t), var, torch.zeros_like(var))
@@ -187,7 +192,7 @@ class Categorical:
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """x_{t-1}: the chosen coordinates drawn from their categoricals (Gumbel-max)."""
         u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device).clamp_(1e-20, 1.0)
-        k = (self.logits.float() - torch.log(-torch.log(u))).argmax(dim=2)
+        k = (_wide(self.logits) - torch.log(-torch.log(u))).argmax(dim=2)
         reveal = self.choose(generator)
         return torch.where(reveal, self._values()[k], self.x_t)
 

@@ -214,5 +214,5 @@ class X0Logits(Parameterization):
         logits = output.reshape(batch, channels, -1, *x_t.shape[2:])
         levels = logits.shape[2]
         values = levels_to_unit(torch.arange(levels, device=x_t.device), levels).to(x_t.dtype)
-        expect = (torch.softmax(logits.float(), dim=2).to(x_t.dtype) * values.view(1, 1, -1, 1, 1)).sum(2)
+        expect = (torch.softmax(logits.to(x_t.dtype), dim=2) * values.view(1, 1, -1, 1, 1)).sum(2)
         return Prediction(torch.where(is_masked(x_t), expect, x_t), logits=logits)
