@@ -202,3 +202,45 @@ def test_disable_and_allow_list_environment_variables(tmp_path, monkeypatch):
 
 def test_the_process_wide_system_is_cached():
     assert plugin_system() is plugin_system()
+
+
+def _plugin_doc_blocks():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    return text, re.findall(r"### `(gendiff_\w+)\(\) -> list\[type\]`.*?```python\n(.*?)```", text, flags=re.S)
+
+
+def test_every_hook_is_documented_in_the_plugin_guide():
+    text, blocks = _plugin_doc_blocks()
+    assert sorted(hook for hook, _ in blocks) == sorted(HOOKS.values())
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS.values()))
+def test_each_hooks_guide_example_registers_and_conforms(hook):
+    """Every hook has a test of its own: its documented example, registered as a plugin."""
+    _, blocks = _plugin_doc_blocks()
+    code = dict(blocks)[hook]
+    family = next(f for f, h in HOOKS.items() if h == hook)
+    namespace = {}
+    exec(compile(code, f"<docs/plugins.md {hook}>", "exec"), namespace)
+    plugin = types.ModuleType(f"doc_{family}")
+    plugin.__dict__.update(namespace)
+    system = create_plugin_system(extra_plugins=[("doc", plugin)], autoload=False)
+    (name,) = system.plugins["doc"].components[family]
+    cls = system.registry(family).get(name)
+    if family == "backbone":
+        testing.check_backbone(cls)
+    else:
+        CHECKS[family](testing.example_instance(cls))
+
+
+def test_the_guides_own_example_schedule_works():
+    text, _ = _plugin_doc_blocks()
+    import re
+
+    code = re.search(r"# my_package/plugin.py\n(.*?)```", text, flags=re.S).group(1)
+    namespace = {}
+    exec(code, namespace)
+    testing.check_schedule(namespace["Exponential"](timesteps=50))
