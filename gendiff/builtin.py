@@ -43,7 +43,7 @@ def gendiff_register_backbones():
 
 @hookimpl
 def gendiff_register_samplers():
-    return [samplers.Ancestral]
+    return [samplers.Ancestral, samplers.DDIM, samplers.Respaced, samplers.DPMSolverPP]
 
 
 @hookimpl

@@ -64,6 +64,7 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Folder for the PNGs and samples.npz."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder (default: the latest good one)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="A registered sampler (default: the recipe's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (network evaluations) for samplers that take them: ddim, respaced, dpm-solver++."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights (default) or the raw ones."),
@@ -86,7 +87,10 @@ def sample(
     if precision not in PRECISIONS:
         raise GendiffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = choose_device(device)
-    chosen = None if sampler is None else construct(plugin_system().registry("sampler").get(sampler), "sampler", {})
+    if steps is not None and sampler is None:
+        raise GendiffError("--steps goes with --sampler (e.g. --sampler ddim --steps 50)")
+    args = {} if steps is None else {"steps": steps}
+    chosen = None if sampler is None else construct(plugin_system().registry("sampler").get(sampler), "sampler", args)
     model, ckpt = load_run(run_path, checkpoint, ema=ema, device=dev)
     if chosen is not None:
         from .builder import check_compatibility

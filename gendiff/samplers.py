@@ -80,3 +80,131 @@ class Ancestral(Sampler):
             if progress is not None:
                 progress(step, t_from)
         return x
+
+
+def time_grid(T: int, steps: int) -> list[int]:
+    """``steps`` paper times evenly spaced from T down to 1 (distinct integers, T and 1 included)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = min(steps, T)
+    if steps == 1:
+        return [T]
+    return sorted({round(T - i * (T - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
+
+
+class _Strided(Sampler):
+    """Shared by the samplers that visit a subsequence of the T steps."""
+
+    requires = {"schedule": frozenset({"gaussian"}), "parameterization": frozenset({"eps"})}
+
+    def __init__(self, steps: int = 50, clip_x0: bool = True):
+        time_grid(2, steps)  # validates
+        if not isinstance(clip_x0, bool):
+            raise ValueError(f"clip_x0 must be true or false, got {clip_x0!r}")
+        self.steps, self.clip_x0 = steps, clip_x0
+
+    @staticmethod
+    def _abar(model, t: int, x: Tensor) -> Tensor:
+        """abar at paper time t (t = 0 gives 1), as a scalar tensor on x's device and dtype."""
+        return model.schedule.tables["abar"][t].to(device=x.device, dtype=x.dtype)
+
+
+class DDIM(_Strided):
+    """DDIM (Song, Meng, Ermon 2021, eq. 12) on ``steps`` of the T times: from x0_hat and
+    eps_hat at t, x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z with
+    sigma = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s); eta = 0 is deterministic,
+    eta = 1 with all T steps is Algorithm 2 with the fixed-small variance. The last step lands
+    on x0_hat. One network evaluation per step."""
+
+    name = "ddim"
+
+    def __init__(self, steps: int = 50, eta: float = 0.0, clip_x0: bool = True):
+        super().__init__(steps, clip_x0)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0:
+            raise ValueError(f"eta must be a non-negative number, got {eta!r}")
+        self.eta = float(eta)
+
+    @torch.no_grad()
+    def sample(self, model, shape, generator=None, progress=None):
+        x = model.prior_sample(shape, generator=generator)
+        grid = time_grid(model.timesteps, self.steps)
+        for i, t in enumerate(grid):
+            s = grid[i + 1] if i + 1 < len(grid) else 0
+            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
+            a_t, a_s = self._abar(model, t, x), self._abar(model, s, x)
+            sigma = self.eta * torch.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
+            x = a_s.sqrt() * pred.x0 + torch.sqrt((1 - a_s - sigma**2).clamp(min=0)) * pred.eps
+            if s > 0 and self.eta > 0:
+                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if progress is not None:
+                progress(i + 1, len(grid))
+        return x
+
+
+class Respaced(_Strided):
+    """Improved DDPM's respacing: Algorithm 2 on ``steps`` of the T times, with the betas of the
+    shortened chain, beta'_i = 1 - abar_{t_i} / abar_{t_{i-1}}. Each step draws from the
+    posterior of the respaced chain around x0_hat with variance beta~' ("small") or beta'
+    ("large"); the last step is noiseless."""
+
+    name = "respaced"
+
+    def __init__(self, steps: int = 50, variance: str = "large", clip_x0: bool = True):
+        super().__init__(steps, clip_x0)
+        if variance not in ("small", "large"):
+            raise ValueError(f"variance must be \"small\" or \"large\", got {variance!r}")
+        self.variance = variance
+
+    @torch.no_grad()
+    def sample(self, model, shape, generator=None, progress=None):
+        x = model.prior_sample(shape, generator=generator)
+        grid = time_grid(model.timesteps, self.steps)
+        for i, t in enumerate(grid):
+            s = grid[i + 1] if i + 1 < len(grid) else 0
+            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
+            a_t, a_s = self._abar(model, t, x), self._abar(model, s, x)
+            beta = 1 - a_t / a_s  # the respaced chain's beta at this step
+            mean = (a_s.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_s) / (1 - a_t)) * x
+            if s > 0:
+                var = beta if self.variance == "large" else beta * (1 - a_s) / (1 - a_t)
+                x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            else:
+                x = mean.clamp(-1, 1)
+            if progress is not None:
+                progress(i + 1, len(grid))
+        return x
+
+
+class DPMSolverPP(_Strided):
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), the multistep second-order solver of the
+    diffusion ODE in data prediction, with lambda = log(sqrt(abar) / sqrt(1 - abar)):
+    x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (e^{-h_i} - 1) D_i, D_i = x0_hat at the
+    previous point, corrected by the one before (1 + 1/(2r)) D_i - D_{i-1} / (2r), r = h_{i-1}/h_i.
+    ``steps`` network evaluations: steps - 1 solver steps from T down to t = 1, then x0_hat(x_1)."""
+
+    name = "dpm-solver++"
+
+    @torch.no_grad()
+    def sample(self, model, shape, generator=None, progress=None):
+        x = model.prior_sample(shape, generator=generator)
+        grid = time_grid(model.timesteps, max(2, self.steps))
+        prev_d, prev_h = None, None
+        for i, t in enumerate(grid):
+            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
+            if i + 1 == len(grid):  # the final evaluation: denoise x_1
+                x = pred.x0
+            else:
+                s = grid[i + 1]
+                a_t, a_s = self._abar(model, t, x), self._abar(model, s, x)
+                lam_t = 0.5 * torch.log(a_t / (1 - a_t))
+                lam_s = 0.5 * torch.log(a_s / (1 - a_s))
+                h = lam_s - lam_t
+                d = pred.x0
+                if prev_d is not None:
+                    r = prev_h / h
+                    d = (1 + 1 / (2 * r)) * pred.x0 - prev_d / (2 * r)
+                x = torch.sqrt((1 - a_s) / (1 - a_t)) * x - a_s.sqrt() * torch.expm1(-h) * d
+                prev_d, prev_h = pred.x0, h
+            if progress is not None:
+                progress(i + 1, len(grid))
+        return x.clamp(-1, 1)
