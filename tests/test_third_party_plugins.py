@@ -16,10 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_run_and_sample_with_the_plugins_components(tmp_path):
+    from gendiff.recipe import tomllib
+
+    import tomli_w
+
     runner = CliRunner()
-    recipe = ROOT / "recipes" / "quickstart.toml"
-    res = runner.invoke(app, ["run", str(recipe), "--set", "schedule.name=sigmoid", "--set", "schedule.timesteps=50",
-                              "--set", "sampler.name=langevin-pc", "--set", "train.steps=5", "--set", "train.batch_size=16",
+    raw = tomllib.loads((ROOT / "recipes" / "quickstart.toml").read_text())
+    raw["schedule"] = {"name": "sigmoid", "timesteps": 50}  # both components from the plugin
+    raw["sampler"] = {"name": "langevin-pc", "snr": 0.1}
+    recipe = tmp_path / "langevin.toml"
+    recipe.write_text(tomli_w.dumps(raw))
+    res = runner.invoke(app, ["run", str(recipe), "--set", "train.steps=5", "--set", "train.batch_size=16",
                               "--set", "train.sample_every=0", "--set", "eval.samples=8", "--set", "eval.metrics=[]",
                               "--out", str(tmp_path / "run"), "--no-progress"])
     assert res.exit_code == 0, res.output
