@@ -81,9 +81,15 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--memory", choices=["gendiff", "diffusers"])
+    parser.add_argument("--compile", action="store_true", help="also time gendiff with torch.compile")
     args = parser.parse_args()
     torch.manual_seed(0)
     nets = contenders()
+    if args.compile:
+        g = gendiff_model()
+        compiled = torch.compile(g.backbone)
+        g.backbone = compiled
+        nets["gendiff+compile"] = (compiled, g.training_loss, lambda x, t: compiled(x, t))
     if args.memory:
         net, loss_fn, _ = nets[args.memory]
         opt = make_adam(net.parameters(), 2e-4)
@@ -124,6 +130,9 @@ def main():
             g = max(results[(kind, "gendiff", precision)])
             d = max(results[(kind, "diffusers", precision)])
             print(f"{kind:6s} {precision}: gendiff {g:7.2f}  diffusers {d:7.2f}  ratio {g / d:.2f}")
+    for key in sorted(k for k in results if k[1] == "gendiff+compile"):
+        print(f"{key[0]:6s} {key[2]}: gendiff+compile {max(results[key]):7.2f}  "
+              f"ratio to diffusers {max(results[key]) / max(results[(key[0], 'diffusers', key[2])]):.2f}")
     base = max(results[("train", "diffusers", "fp32")])
     default = max(results[("train", "gendiff", "bf16")])
     print(f"gendiff's default precision here (bf16) vs diffusers fp32: {default / base:.2f}x")
