@@ -93,7 +93,8 @@ def time_grid(T: int, steps: int) -> list[int]:
 
 
 class _Strided(Sampler):
-    """Shared by the samplers that visit a subsequence of the T steps."""
+    """Shared by the samplers that visit a subsequence of the T steps: one network evaluation at
+    each time t of the grid, then ``update`` moves x from t to the next time s (0 after the last)."""
 
     requires = {"schedule": frozenset({"gaussian"}), "parameterization": frozenset({"eps"})}
 
@@ -103,10 +104,35 @@ class _Strided(Sampler):
             raise ValueError(f"clip_x0 must be true or false, got {clip_x0!r}")
         self.steps, self.clip_x0 = steps, clip_x0
 
+    def grid(self, T: int) -> list[int]:
+        return time_grid(T, self.steps)
+
+    @abstractmethod
+    def update(self, x: Tensor, pred, a_t: Tensor, a_s: Tensor, last: bool, state: dict, generator) -> Tensor:
+        """x at the next time from x at t and the prediction there (abar_t, abar_s given)."""
+
+    @torch.no_grad()
+    def sample(self, model, shape, generator=None, progress=None):
+        x = model.prior_sample(shape, generator=generator)
+        grid = self.grid(model.timesteps)
+        state: dict = {}
+        for i, t in enumerate(grid):
+            last = i + 1 == len(grid)
+            s = 0 if last else grid[i + 1]
+            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
+            x = self.update(x, pred, self._abar(model, t, x), self._abar(model, s, x), last, state, generator)
+            if progress is not None:
+                progress(i + 1, len(grid))
+        return x
+
     @staticmethod
     def _abar(model, t: int, x: Tensor) -> Tensor:
         """abar at paper time t (t = 0 gives 1), as a scalar tensor on x's device and dtype."""
         return model.schedule.tables["abar"][t].to(device=x.device, dtype=x.dtype)
+
+
+def _noise(x: Tensor, generator) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 class DDIM(_Strided):
@@ -124,21 +150,10 @@ class DDIM(_Strided):
             raise ValueError(f"eta must be a non-negative number, got {eta!r}")
         self.eta = float(eta)
 
-    @torch.no_grad()
-    def sample(self, model, shape, generator=None, progress=None):
-        x = model.prior_sample(shape, generator=generator)
-        grid = time_grid(model.timesteps, self.steps)
-        for i, t in enumerate(grid):
-            s = grid[i + 1] if i + 1 < len(grid) else 0
-            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
-            a_t, a_s = self._abar(model, t, x), self._abar(model, s, x)
-            sigma = self.eta * torch.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
-            x = a_s.sqrt() * pred.x0 + torch.sqrt((1 - a_s - sigma**2).clamp(min=0)) * pred.eps
-            if s > 0 and self.eta > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            if progress is not None:
-                progress(i + 1, len(grid))
-        return x
+    def update(self, x, pred, a_t, a_s, last, state, generator):
+        sigma = self.eta * torch.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
+        x = a_s.sqrt() * pred.x0 + torch.sqrt((1 - a_s - sigma**2).clamp(min=0)) * pred.eps
+        return x if last or self.eta == 0 else x + sigma * _noise(x, generator)
 
 
 class Respaced(_Strided):
@@ -155,24 +170,13 @@ class Respaced(_Strided):
             raise ValueError(f"variance must be \"small\" or \"large\", got {variance!r}")
         self.variance = variance
 
-    @torch.no_grad()
-    def sample(self, model, shape, generator=None, progress=None):
-        x = model.prior_sample(shape, generator=generator)
-        grid = time_grid(model.timesteps, self.steps)
-        for i, t in enumerate(grid):
-            s = grid[i + 1] if i + 1 < len(grid) else 0
-            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
-            a_t, a_s = self._abar(model, t, x), self._abar(model, s, x)
-            beta = 1 - a_t / a_s  # the respaced chain's beta at this step
-            mean = (a_s.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_s) / (1 - a_t)) * x
-            if s > 0:
-                var = beta if self.variance == "large" else beta * (1 - a_s) / (1 - a_t)
-                x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            else:
-                x = mean.clamp(-1, 1)
-            if progress is not None:
-                progress(i + 1, len(grid))
-        return x
+    def update(self, x, pred, a_t, a_s, last, state, generator):
+        beta = 1 - a_t / a_s  # the respaced chain's beta at this step
+        mean = (a_s.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_s) / (1 - a_t)) * x
+        if last:
+            return mean.clamp(-1, 1)
+        var = beta if self.variance == "large" else beta * (1 - a_s) / (1 - a_t)
+        return mean + var.sqrt() * _noise(x, generator)
 
 
 class DPMSolverPP(_Strided):
@@ -184,27 +188,16 @@ class DPMSolverPP(_Strided):
 
     name = "dpm-solver++"
 
-    @torch.no_grad()
-    def sample(self, model, shape, generator=None, progress=None):
-        x = model.prior_sample(shape, generator=generator)
-        grid = time_grid(model.timesteps, max(2, self.steps))
-        prev_d, prev_h = None, None
-        for i, t in enumerate(grid):
-            pred = model.predict(x, model.time(t, shape[0], x.device), clip_x0=self.clip_x0)
-            if i + 1 == len(grid):  # the final evaluation: denoise x_1
-                x = pred.x0
-            else:
-                s = grid[i + 1]
-                a_t, a_s = self._abar(model, t, x), self._abar(model, s, x)
-                lam_t = 0.5 * torch.log(a_t / (1 - a_t))
-                lam_s = 0.5 * torch.log(a_s / (1 - a_s))
-                h = lam_s - lam_t
-                d = pred.x0
-                if prev_d is not None:
-                    r = prev_h / h
-                    d = (1 + 1 / (2 * r)) * pred.x0 - prev_d / (2 * r)
-                x = torch.sqrt((1 - a_s) / (1 - a_t)) * x - a_s.sqrt() * torch.expm1(-h) * d
-                prev_d, prev_h = pred.x0, h
-            if progress is not None:
-                progress(i + 1, len(grid))
-        return x.clamp(-1, 1)
+    def grid(self, T: int) -> list[int]:
+        return time_grid(T, max(2, self.steps))
+
+    def update(self, x, pred, a_t, a_s, last, state, generator):
+        if last:  # the final evaluation: denoise x_1
+            return pred.x0.clamp(-1, 1)
+        h = 0.5 * torch.log(a_s / (1 - a_s)) - 0.5 * torch.log(a_t / (1 - a_t))
+        d = pred.x0
+        if "d" in state:
+            r = state["h"] / h
+            d = (1 + 1 / (2 * r)) * pred.x0 - state["d"] / (2 * r)
+        state.update(d=pred.x0, h=h)
+        return torch.sqrt((1 - a_s) / (1 - a_t)) * x - a_s.sqrt() * torch.expm1(-h) * d
