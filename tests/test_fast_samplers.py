@@ -94,3 +94,12 @@ def test_sample_command_with_a_fast_sampler(quick_run, tmp_path):
     bad = runner.invoke(app, ["sample", str(quick_run), "--sampler", "ancestral", "--steps", "10", "--n", "2",
                               "--out", str(tmp_path / "t")])
     assert bad.exit_code == 1 and "unknown argument(s) 'steps'" in " ".join(bad.output.split())
+
+
+def test_steps_without_a_sampler_is_refused(quick_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from gendiff.cli import app
+
+    res = CliRunner().invoke(app, ["sample", str(quick_run), "--steps", "10", "--n", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "--steps goes with --sampler" in " ".join(res.output.split())
