@@ -168,6 +168,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def load_latest(run_dir: Path, map_location: str | torch.device = "cpu", warn: bool = True) -> Checkpoint | None:
+    """Load the newest checkpoint that verifies and reads; every damaged newer one (altered,
+    truncated, unreadable, or refused by the safe loaders) is reported and skipped."""
+    for step, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            if warn:
+                warnings.warn(f"skipping a damaged checkpoint: {exc}", stacklevel=2)
+    return None
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints (0 keeps all)."""
     if keep <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -28,7 +29,8 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except GendiffError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+            if os.environ.get("RANK", "0") == "0":  # in a torchrun job, rank 0 speaks for all
+                err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -49,11 +51,34 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest good checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the resolved recipe and the plan; write nothing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Train with this many processes on this "
+                                       "machine (data parallel; starts torchrun). Multi-node: call torchrun "
+                                       "yourself, see docs/reliability.md."),
 ) -> None:
     """Train a recipe, then sample and report its [eval] evaluations."""
     from .runner import run as run_recipe
 
-    run_recipe(recipe, set_, out=out, resume=resume, dry_run=dry_run, console=console, progress=progress)
+    if nproc_per_node != 1 and not dry_run:
+        from .distributed import launch
+        from .training import prepare
+
+        if nproc_per_node < 1:
+            raise GendiffError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+        from .distributed import Dist, check_batch
+
+        setup = prepare(recipe, set_)  # refuse a bad recipe here, once, before starting processes
+        check_batch(setup.spec.train.batch_size, Dist(0, max(nproc_per_node, 1)))
+        args = ["run", str(recipe), *(a for item in set_ for a in ("--set", item))]
+        args += ["--out", str(out)] if out else []
+        args += ["--resume"] if resume else []
+        args += [] if progress else ["--no-progress"]
+        code = launch(nproc_per_node, args)
+        if code:
+            raise GendiffError(f"the {nproc_per_node}-process run failed (torchrun exit code {code}); "
+                               f"the messages above say why. Checkpoints already written are kept.")
+        return
+    run_recipe(recipe, set_, out=out, resume=resume, dry_run=dry_run, console=console, progress=progress,
+               nproc=nproc_per_node)
 
 
 @app.command()

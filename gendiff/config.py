@@ -29,6 +29,7 @@ class TrainConfig:
     ema_decay: float = 0.9999  #: EMA of weights (paper: 0.9999); 0 keeps a plain copy
     precision: str = "auto"  #: "fp32", "bf16" autocast, or "auto" (bf16 where supported)
     device: str = "auto"  #: "cpu", "cuda", or "auto" (cuda when available)
+    compile: bool = False  #: compile the network's training step with torch.compile (see docs/benchmarks.md)
     seed: int = 0  #: seeds data order, flips, noise and initialisation
     checkpoint_every: int = 10_000  #: steps between checkpoints (the last step always saves)
     keep_checkpoints: int = 3  #: how many recent checkpoints to keep; 0 keeps all

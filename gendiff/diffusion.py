@@ -220,11 +220,18 @@ class Diffusion(nn.Module):
         return NLL(prior, terms)
 
     # -- training (Algorithm 1) ----------------------------------------------------------------
-    def loss_terms(self, x0: Tensor, generator: torch.Generator | None = None) -> LossTerms:
-        """Algorithm 1's draws for a batch: t ~ U{1..T}, noise, x_t, and the network's answer."""
-        batch = x0.shape[0]
-        t = torch.randint(1, self.timesteps + 1, (batch,), generator=generator, device=x0.device)
-        noise = self.schedule.noise_like(x0, generator)
+    def loss_terms(self, x0: Tensor, generator: torch.Generator | None = None,
+                   share: tuple[int, int] = (0, 1)) -> LossTerms:
+        """Algorithm 1's draws for a batch: t ~ U{1..T}, noise, x_t, and the network's answer.
+
+        ``share = (rank, world)``: ``x0`` holds rows ``rank::world`` of a global batch of
+        ``world * len(x0)`` examples (data-parallel training); t and the noise are drawn for the
+        global batch and this share's rows kept, so the draws do not depend on ``world``."""
+        rank, world = share
+        batch = x0.shape[0] * world
+        t = torch.randint(1, self.timesteps + 1, (batch,), generator=generator, device=x0.device)[rank::world]
+        shape = x0.new_empty((batch, *x0.shape[1:])) if world > 1 else x0
+        noise = self.schedule.noise_like(shape, generator)[rank::world]
         x_t = self.schedule.q_sample(x0, t, noise)
         head, var = self.network(x_t, t)
         pred = self.parameterization.predict(head, x_t, t, self.schedule)
@@ -249,9 +256,11 @@ class Diffusion(nn.Module):
             transition_fn=lambda: self.variance.transition(pred, var, x_t, t, self.schedule),
         )
 
-    def training_loss(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The recipe's training loss for a batch x0 in [-1, 1] (Algorithm 1), a scalar."""
-        return self.weighting.loss(self.loss_terms(x0, generator)).mean()
+    def training_loss(self, x0: Tensor, generator: torch.Generator | None = None,
+                      share: tuple[int, int] = (0, 1)) -> Tensor:
+        """The recipe's training loss for a batch x0 in [-1, 1] (Algorithm 1), a scalar
+        (``share``: see :meth:`loss_terms`)."""
+        return self.weighting.loss(self.loss_terms(x0, generator, share)).mean()
 
     # -- sampling ----------------------------------------------------------------------------
     @torch.no_grad()

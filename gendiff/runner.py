@@ -20,7 +20,7 @@ def default_run_dir(source) -> Path:
 
 def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, resume: bool = False,
         dry_run: bool = False, console: Console | None = None, progress: bool = True,
-        stop_after: int | None = None) -> dict[str, Any]:
+        stop_after: int | None = None, nproc: int = 1) -> dict[str, Any]:
     """Validate, build, train (or resume), sample from the EMA model and evaluate.
     Returns a summary dict (also the dry run's plan)."""
     console = console or Console()
@@ -33,21 +33,28 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
         "run_dir": str(run_dir), "parameters": params, "steps": cfg.steps, "batch_size": cfg.batch_size,
         "device": str(device), "precision": choose_precision(cfg.precision, device),
         "checkpoint_every": cfg.checkpoint_every, "final_samples": ev.samples, "metrics": list(ev.metrics),
+        "processes": nproc,
     }
     if dry_run:
         console.print(setup.recipe_text, markup=False, highlight=False)
         console.print(
             f"[bold]dry run[/bold]: {params:,} parameters; would train {cfg.steps:,} steps of batch {cfg.batch_size} "
-            f"on {plan['device']} ({plan['precision']}), checkpoint every {cfg.checkpoint_every:,} steps into "
+            f"on {plan['device']} ({plan['precision']}{f', {nproc} processes' if nproc > 1 else ''}), checkpoint every {cfg.checkpoint_every:,} steps into "
             f"{run_dir}, then draw {ev.samples} samples and evaluate {', '.join(ev.metrics) or 'nothing'}. "
             f"Nothing was written."
         )
         return plan
-    trainer = Trainer(setup, run_dir, console=console, progress=progress)
-    summary = trainer.train(resume=resume, stop_after=stop_after)
+    from . import distributed
+
+    job = distributed.setup(device.type)
+    try:
+        trainer = Trainer(setup, run_dir, console=console, progress=progress, dist=job)
+        summary = trainer.train(resume=resume, stop_after=stop_after)
+    finally:
+        distributed.teardown()
     result: dict[str, Any] = {**plan, "trained_steps": summary.steps, "seconds": round(summary.seconds, 2),
-                              "images_per_second": round(summary.images_per_second, 2)}
-    if summary.steps < cfg.steps:  # interrupted on purpose (stop_after)
+                              "images_per_second": round(summary.images_per_second, 2), "processes": job.world}
+    if summary.steps < cfg.steps or not job.main:  # interrupted on purpose (stop_after), or not rank 0
         return result
     model = trainer.ema_model().eval()
     x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress, precision=trainer.precision)

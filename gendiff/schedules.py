@@ -36,7 +36,9 @@ class NoiseSchedule(Component, ABC):
 
     @abstractmethod
     def noise_like(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Draw the randomness of q(x_t | x0) for a batch (eps ~ N(0, I) for Gaussians)."""
+        """Draw the randomness of q(x_t | x0) for a batch (eps ~ N(0, I) for Gaussians).
+        It may depend on x0's shape, dtype and device only, not on its values (data-parallel
+        training draws it for the global batch's shape)."""
 
     @abstractmethod
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:

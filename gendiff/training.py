@@ -26,12 +26,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from rich.console import Console
+from torch.utils.data import DistributedSampler
 
 from .checkpoint import (
-    CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint,
+    CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, load_latest, prune_checkpoints,
+    save_checkpoint,
 )
 from .config import TrainConfig
 from .diffusion import Diffusion
+from .distributed import Dist, check_batch, wrap
 from .distributions import levels_to_unit
 from .errors import GendiffError
 from .images import grid, save_png, to_uint8
@@ -128,15 +131,25 @@ def step_generator(seed: int, step: int, stream: int, device: torch.device | str
 
 
 class DataStream:
-    """Batches of a uint8 dataset in seeded epoch order; batch s depends only on (seed, s)."""
+    """Batches of a uint8 dataset in seeded epoch order; batch s depends only on (seed, s).
 
-    def __init__(self, data: torch.Tensor, batch_size: int, seed: int, flip: bool, levels: int):
+    The order of each epoch is :class:`torch.utils.data.DistributedSampler`'s (seeded with
+    ``seed``, ``set_epoch(epoch)``); with ``world`` processes, ``batch_size`` is the global batch
+    and process ``rank`` gets its positions ``rank::world``, so the union over ranks of batch s
+    is the single-process batch s, whatever ``world`` is."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, seed: int, flip: bool, levels: int,
+                 rank: int = 0, world: int = 1):
         if len(data) < batch_size:
             raise TrainingError(
                 f"the training split has {len(data)} examples, fewer than train.batch_size = {batch_size}."
             )
         self.data, self.batch_size, self.seed, self.flip, self.levels = data, batch_size, seed, flip, levels
+        self.rank, self.world = rank, world
+        self.local_batch = batch_size // world
         self.steps_per_epoch = len(data) // batch_size  # the last partial batch is dropped
+        self.sampler = DistributedSampler(range(len(data)), num_replicas=world, rank=rank, shuffle=True,
+                                          seed=seed, drop_last=False)
         self._epoch, self._order = -1, None
 
     def position(self, step: int) -> tuple[int, int]:
@@ -144,16 +157,16 @@ class DataStream:
         return divmod(step, self.steps_per_epoch)
 
     def batch(self, step: int) -> torch.Tensor:
-        """Batch ``step`` on the [-1, 1] scale, float32 (N, C, H, W)."""
+        """This process's share of batch ``step`` on the [-1, 1] scale, float32 (N, C, H, W)."""
         epoch, index = self.position(step)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-            self._epoch, self._order = epoch, torch.randperm(len(self.data), generator=g)
-        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+            self.sampler.set_epoch(epoch)
+            self._epoch, self._order = epoch, torch.tensor(list(self.sampler))
+        idx = self._order[index * self.local_batch:(index + 1) * self.local_batch]
         x = levels_to_unit(self.data[idx].float(), self.levels)
-        if self.flip:  # random horizontal flips (Sec. 4)
+        if self.flip:  # random horizontal flips (Sec. 4), drawn for the global batch
             g = step_generator(self.seed, step, 1)
-            mask = torch.rand(len(x), generator=g) < 0.5
+            mask = (torch.rand(self.batch_size, generator=g) < 0.5)[self.rank::self.world]
             x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
         return x
 
@@ -183,23 +196,50 @@ class TrainSummary:
     losses: list[float] = field(default_factory=list)
 
 
+#: keyword arguments of ``torch.compile`` when ``[train] compile = true``
+COMPILE_OPTIONS: dict = {}
+
+
 class Trainer:
     """Trains one composed model as its recipe's ``[train]`` table says, into ``run_dir``."""
 
-    def __init__(self, setup: RunSetup, run_dir: Path, console: Console | None = None, progress: bool = True):
+    def __init__(self, setup: RunSetup, run_dir: Path, console: Console | None = None, progress: bool = True,
+                 dist: Dist | None = None):
         self.setup, self.cfg = setup, setup.spec.train
+        self.dist = dist or Dist()
+        check_batch(self.cfg.batch_size, self.dist)
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
-        self.show_progress = progress
+        if not self.dist.main:  # rank 0 speaks for the job
+            self.console = Console(quiet=True)
+        self.show_progress = progress and self.dist.main
         self.device = choose_device(self.cfg.device)
+        if self.device.type == "cuda" and self.dist.active:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.precision = choose_precision(self.cfg.precision, self.device)
         self.model = setup.model.to(self.device)
         self.ema = EMA(self.model.backbone, self.cfg.ema_decay)
         self.optimizer = make_adam(self.model.backbone.parameters(), self.cfg.lr)
+        if self.cfg.compile:  # in place: parameter names, checkpoints and the EMA copy are unchanged
+            self.model.backbone.compile(**COMPILE_OPTIONS)
+        # the model Algorithm 1 runs: the same components around the DDP-wrapped network
+        self.train_model = self.model.with_backbone(wrap(self.model.backbone, self.dist, self.device))
         self.step = 0
 
     # -- the run folder ----------------------------------------------------------------------
     def _prepare_folder(self, resume: bool) -> None:
+        """Rank 0 checks and prepares the run folder; every rank raises the same error."""
+        problem = None
+        if self.dist.main:
+            try:
+                self._prepare_folder_here(resume)
+            except TrainingError as exc:
+                problem = str(exc)
+        problem = self.dist.share(problem)
+        if problem:
+            raise TrainingError(problem)
+
+    def _prepare_folder_here(self, resume: bool) -> None:
         existing = list_checkpoints(self.run_dir)
         if existing and not resume:
             raise TrainingError(
@@ -217,10 +257,10 @@ class Trainer:
             (self.run_dir / "recipe.toml").write_text(self.setup.recipe_text)
 
     def _restore(self) -> None:
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        ckpt = load_latest(self.run_dir, warn=self.dist.main)
+        if ckpt is None:
             raise TrainingError(f"nothing to resume in {self.run_dir}: it has no usable checkpoint.")
-        ckpt = load_checkpoint(path)
+        path = ckpt.path
         try:
             self.model.backbone.load_state_dict(ckpt.model)
             self.ema.net.load_state_dict(ckpt.ema)
@@ -255,10 +295,18 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
-        path = save_checkpoint(self.run_dir, self.step, self.model.backbone.state_dict(), self.ema.net.state_dict(),
-                               state, self.setup.recipe_text)
-        prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
-        return path
+        problem, path = None, None
+        if self.dist.main:
+            try:
+                path = save_checkpoint(self.run_dir, self.step, self.model.backbone.state_dict(),
+                                       self.ema.net.state_dict(), state, self.setup.recipe_text)
+                prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+            except CheckpointError as exc:
+                problem = str(exc)
+        problem = self.dist.share(problem)  # also the barrier: no rank runs ahead of a write
+        if problem:
+            raise CheckpointError(problem)
+        return path or self.run_dir / "checkpoints" / f"step-{self.step}"
 
     def ema_model(self) -> Diffusion:
         return self.model.with_backbone(self.ema.net)
@@ -276,7 +324,8 @@ class Trainer:
         steps in all, as an interruption would (tests use it)."""
         cfg = self.cfg
         data = DataStream(self.setup.dataset.load("train"), cfg.batch_size, cfg.seed,
-                          self.setup.spec.data.options["flip"], self.model.levels)  # fail before writing
+                          self.setup.spec.data.options["flip"], self.model.levels,
+                          self.dist.rank, self.dist.world)  # fail before writing
         self._prepare_folder(resume)
         if resume:
             self._restore()
@@ -284,7 +333,7 @@ class Trainer:
         self.model.train()
         losses, window, last_ckpt = [], [], None
         start_time, start_step = time.perf_counter(), self.step
-        metrics = open(self.run_dir / "metrics.jsonl", "a")
+        metrics = open(self.run_dir / "metrics.jsonl", "a") if self.dist.main else open(os.devnull, "w")
         progress = _progress(self.console, self.show_progress)
         task = progress.add_task("training", total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
         try:
@@ -303,7 +352,7 @@ class Trainer:
                                                   "time": round(elapsed, 3)}) + "\n")
                         metrics.flush()
                         window = []
-                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.main:
                         self._sample_grid(f"step-{self.step}")
                     if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                         last_ckpt = self._save(data)
@@ -323,9 +372,11 @@ class Trainer:
             group["lr"] = lr
         x0 = data.batch(self.step).to(self.device)
         g = step_generator(cfg.seed, self.step, 2, self.device)
+        # dropout and any other draw from the global RNG: seeded per (seed, step, rank)
+        torch.manual_seed(((cfg.seed * 1_000_003 + self.step) * 8 + 4) * 4096 + self.dist.rank)
         with autocast(self.device, self.precision):
-            loss = self.model.training_loss(x0, generator=g)
-        value = loss.item()
+            loss = self.train_model.training_loss(x0, generator=g, share=(self.dist.rank, self.dist.world))
+        value = self.dist.mean(loss)  # the global batch's loss; non-finite on one rank is non-finite on all
         if not math.isfinite(value):
             self._non_finite("loss", value)
         self.optimizer.zero_grad(set_to_none=True)
@@ -366,6 +417,7 @@ def load_run(path: str | os.PathLike, checkpoint: str | os.PathLike | None = Non
     from .builder import build
 
     path = Path(path)
+    ckpt = None
     if checkpoint is not None:
         ckpt_path = Path(checkpoint)
         if not ckpt_path.is_absolute() and not ckpt_path.exists() and (path / "checkpoints" / ckpt_path).exists():
@@ -373,14 +425,15 @@ def load_run(path: str | os.PathLike, checkpoint: str | os.PathLike | None = Non
     elif (path / "manifest.json").is_file():
         ckpt_path = path
     elif path.is_dir():
-        ckpt_path = latest_checkpoint(path)
-        if ckpt_path is None:
+        ckpt = load_latest(path)
+        if ckpt is None:
             raise CheckpointError(f"{path} has no usable checkpoint (expected {path}/checkpoints/step-N/).")
+        ckpt_path = ckpt.path
     else:
         raise CheckpointError(f"no run or checkpoint folder at {path}")
     if not Path(ckpt_path).is_dir():
         raise CheckpointError(f"no checkpoint folder at {ckpt_path}")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = ckpt or load_checkpoint(ckpt_path)
     model = build(tomllib.loads(ckpt.recipe_text), plugins=plugins)
     try:
         model.backbone.load_state_dict(ckpt.ema if ema else ckpt.model)

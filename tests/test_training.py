@@ -161,23 +161,26 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tmp_path):
 
 
 def test_a_non_finite_loss_stops_cleanly_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
-    setup = prepare(small_recipe(steps=6, checkpoint_every=2))
-    real = setup.model.training_loss
+    trainer = Trainer(prepare(small_recipe(steps=6, checkpoint_every=2)), tmp_path / "r", progress=False)
+    real = trainer.train_model.training_loss
     count = {"n": 0}
 
-    def poisoned(x0, generator=None):
+    def poisoned(x0, generator=None, share=(0, 1)):
         count["n"] += 1
-        loss = real(x0, generator)
+        loss = real(x0, generator, share)
         return loss * float("nan") if count["n"] == 4 else loss
 
-    monkeypatch.setattr(setup.model, "training_loss", poisoned)
-    trainer = Trainer(setup, tmp_path / "r", progress=False)
-    before = None
+    monkeypatch.setattr(trainer.train_model, "training_loss", poisoned)
+    weights = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+    trainer.model.backbone.register_forward_hook(lambda *a: weights.update(
+        {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}))
     with pytest.raises(TrainingError, match="loss became nan at step 4.*step 2, is untouched"):
         trainer.train()
+    assert count["n"] == 4 and trainer.step == 3
+    after = trainer.model.backbone.state_dict()  # the poisoned step updated nothing
+    assert all(torch.equal(weights[k], after[k]) for k in after)
     assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [2]
     load_checkpoint(tmp_path / "r" / "checkpoints" / "step-2")
-    assert before is None
 
 
 def test_run_folder_problems_are_clear(tmp_path):
@@ -234,3 +237,24 @@ def test_resolved_recipe_is_complete_and_rebuilds_the_same_model(tmp_path):
     path.write_text(setup.recipe_text)
     again = prepare(path)
     assert again.resolved == r
+
+
+def test_train_compile_trains_the_same_and_writes_the_same_checkpoint_names(tmp_path, monkeypatch):
+    import gendiff.training as tr
+
+    compiled = []
+    monkeypatch.setattr(tr, "COMPILE_OPTIONS", {"backend": "eager"})  # torch.compile's path, without codegen
+    original = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: (compiled.append(kw), original(self, **kw)))
+    plain = Trainer(prepare(small_recipe(steps=3)), tmp_path / "plain", progress=False)
+    plain.train()
+    assert compiled == []
+    fast = Trainer(prepare(small_recipe(steps=3, compile=True)), tmp_path / "compiled", progress=False)
+    fast.train()
+    assert compiled == [{"backend": "eager"}]
+    assert fast.model.backbone._compiled_call_impl is not None
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
+    a = load_file(tmp_path / "plain" / "checkpoints" / "step-3" / "model.safetensors")
+    b = load_file(tmp_path / "compiled" / "checkpoints" / "step-3" / "model.safetensors")
+    assert a.keys() == b.keys()  # no "_orig_mod." prefixes: a compiled run's checkpoints load anywhere
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

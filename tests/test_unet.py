@@ -52,3 +52,28 @@ def test_bad_configurations_are_refused(kwargs, message):
 def test_image_size_must_survive_the_downsampling():
     with pytest.raises(ValueError, match="cannot be halved"):
         UNet(1, 1, 12, channel_mult=(1, 2, 2, 2), attn_resolutions=())
+
+
+def test_dropout_keeps_with_probability_one_minus_p_and_preserves_the_mean():
+    from gendiff.backbones.unet import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.1).train()
+    x = torch.ones(1_000_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    # binomial(1e6, 0.9): standard deviation 300 examples, so 5 sigma is 1.5e-3 of the count
+    assert abs(kept.float().mean().item() - 0.9) < 1.5e-3
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    assert abs(y.mean().item() - 1.0) < 2e-3
+    y.sum().backward()  # the gradient flows only through the kept entries, scaled alike
+    assert torch.equal(x.grad, y.detach())
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_dropout_under_bf16_autocast_keeps_the_input_dtype():
+    from gendiff.backbones.unet import Dropout
+
+    x = torch.randn(64, 8, dtype=torch.bfloat16)
+    assert Dropout(0.5).train()(x).dtype == torch.bfloat16
