@@ -4,6 +4,7 @@ alternating, fp32 and bf16 autocast. Needs the `bench` extra: pip install -e ".[
 
     python benchmarks/throughput.py [--batch 16] [--steps 3] [--rounds 2]
     python benchmarks/throughput.py --memory gendiff|diffusers [--batch 128]   # peak RSS of one step
+    python benchmarks/throughput.py --device cuda --batch 128 --compile           # on a GPU
 
 A training step is forward, eps-MSE loss, backward and an Adam step (PyTorch's fused Adam for
 both, so the comparison is of the networks and the loss); a sampling step is one forward pass
@@ -48,7 +49,7 @@ class DiffusersStep:
         self.abar = torch.cumprod(1 - b, 0).float()
 
     def loss(self, x0):
-        t = torch.randint(0, 1000, (len(x0),))
+        t = torch.randint(0, 1000, (len(x0),), device=x0.device)
         eps = torch.randn_like(x0)
         a = self.abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -58,9 +59,11 @@ class DiffusersStep:
         return self.net(x, t - 1).sample
 
 
-def contenders():
-    g = gendiff_model()
+def contenders(dev):
+    g = gendiff_model().to(dev)
     d = DiffusersStep()
+    d.net.to(dev)
+    d.abar = d.abar.to(dev)
     return {
         "gendiff": (g.backbone, g.training_loss, lambda x, t: g.backbone(x, t)),
         "diffusers": (d.net, d.loss, d.forward),
@@ -69,10 +72,17 @@ def contenders():
 
 def timed(fn, steps):
     fn()  # warm-up
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
+    sync()
     return (time.perf_counter() - start) / steps
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def main():
@@ -82,11 +92,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--memory", choices=["gendiff", "diffusers"])
     parser.add_argument("--compile", action="store_true", help="also time gendiff with torch.compile")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.manual_seed(0)
-    nets = contenders()
+    dev = torch.device(args.device)
+    nets = contenders(dev)
     if args.compile:
-        g = gendiff_model()
+        g = gendiff_model().to(dev)
         compiled = torch.compile(g.backbone)
         g.backbone = compiled
         nets["gendiff+compile"] = (compiled, g.training_loss, lambda x, t: compiled(x, t))
@@ -102,8 +114,8 @@ def main():
               f"(before the step {before / 2**20:.2f} GiB)")
         return
     results = {}
-    x = torch.rand(args.batch, 3, 32, 32) * 2 - 1
-    t = torch.randint(1, 1001, (args.batch,))
+    x = torch.rand(args.batch, 3, 32, 32, device=dev) * 2 - 1
+    t = torch.randint(1, 1001, (args.batch,), device=dev)
     opts = {name: make_adam(net.parameters(), 2e-4) for name, (net, _, _) in nets.items()}
     for _ in range(args.rounds):  # alternate so drift on a shared machine hits both alike
         for precision in ("fp32", "bf16"):
@@ -111,14 +123,14 @@ def main():
                 net.train()
 
                 def train_step():
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                         loss = loss_fn(x)
                     opts[name].zero_grad(set_to_none=True)
                     loss.backward()
                     opts[name].step()
 
                 def sample_step():
-                    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                         fwd(x, t)
 
                 results.setdefault(("train", name, precision), []).append(args.batch / timed(train_step, args.steps))

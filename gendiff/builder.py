@@ -66,13 +66,17 @@ def build(
     backbone_cls = objects.pop("backbone", None)
     check_compatibility(objects)
     if model is None:
+        args = spec.components["backbone"].args
+        context = {"in_channels": in_channels, "out_channels": out_channels, "image_size": height}
         try:
-            model = construct(
-                backbone_cls, "backbone", spec.components["backbone"].args,
-                in_channels=in_channels, out_channels=out_channels, image_size=height,
-            )
+            _check_backbone_size(backbone_cls, args, context, source)
+            model = construct(backbone_cls, "backbone", args, **context)
         except ComponentConfigError as exc:
             raise RecipeError([f"backbone: {exc} ({needs})"], source) from None
+        except (RuntimeError, MemoryError) as exc:  # an allocation the machine cannot make
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RecipeError([f"backbone: backbone '{getattr(backbone_cls, 'name', '?')}' could not be "
+                               f"created: {message}"], source) from None
         objects["backbone"] = model
         check_compatibility(objects)
         label = f"backbone '{model.name}'"
@@ -86,6 +90,40 @@ def build(
     diffusion.recipe = raw
     diffusion.dataset = dataset
     return diffusion
+
+
+#: bytes per parameter while training: float32 weights, gradients, Adam's two moments, the EMA
+TRAINING_BYTES_PER_PARAMETER = 20
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory, if the operating system says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_backbone_size(cls, args, context, source) -> None:
+    """Build the backbone on PyTorch's meta device (no memory, no initialisation) and refuse one
+    whose training state could not fit in this machine's memory, before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            probe = construct(cls, "backbone", args, **context)
+    except ComponentConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a backbone that cannot be built on meta is checked for real
+        return
+    if not isinstance(probe, nn.Module):
+        return
+    count = sum(p.numel() for p in probe.parameters())
+    need, have = count * TRAINING_BYTES_PER_PARAMETER, memory_bytes()
+    if have and need > have:
+        raise RecipeError([
+            f"backbone: backbone '{getattr(cls, 'name', '?')}' would have {count:,} parameters; training needs "
+            f"about {need / 2**30:,.1f} GiB for them (weights, gradients, Adam's moments, EMA), more than this "
+            f"machine's {have / 2**30:,.1f} GiB. Choose a smaller configuration."
+        ], source)
 
 
 def check_compatibility(components: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -100,10 +101,11 @@ def save_checkpoint(
         else:
             tmp.rename(final)
         _fsync_dir(root)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, or a writer's own error type (safetensors)
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise CheckpointError(
-            f"could not write the checkpoint for step {step} under {root}: {exc.strerror or exc}. "
+            f"could not write the checkpoint for step {step} under {root}: {reason}. "
             f"Earlier checkpoints are untouched; free space or fix permissions and resume with --resume."
         ) from None
     return final
@@ -152,8 +154,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         model = load_file(str(path / "model.safetensors"), device=str(map_location))
         ema = load_file(str(path / "ema.safetensors"), device=str(map_location))
         state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: its state.pt holds objects other than tensors, numbers and "
+            f"strings, which the safe loader refuses ({refused[0] if refused else 'not a plain state'}); it was "
+            f"not written by gendiff or was altered, and nothing in it was run"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt checkpoint
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first}") from None
     return Checkpoint(path, step, model, ema, state, (path / "recipe.toml").read_text())
 
 
@@ -181,8 +191,25 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu", warn: b
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints (0 keeps all)."""
+    """Delete all but the ``keep`` newest checkpoints (0 keeps all). Each is first renamed to a
+    hidden name (atomic), so an interruption never leaves a half-deleted ``step-N``."""
     if keep <= 0:
         return
     for _, path in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        doomed = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_debris(run_dir: Path) -> list[str]:
+    """Remove what interrupted writes and deletions left behind (hidden ``.step-*`` folders
+    of a process that no longer writes here); return their names. Call before resuming."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    removed = []
+    for child in root.iterdir():
+        if child.name.startswith(".step-") and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return sorted(removed)

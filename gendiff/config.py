@@ -9,6 +9,7 @@ paper's CIFAR-10 settings (Sec. 4 and Appendix B, official ``scripts/run_cifar.p
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -88,6 +89,15 @@ def validate_table(cls: type, table: str, values: Mapping[str, Any], problems: l
             continue
         if tp is float:
             value = float(value)
+            if not math.isfinite(value):
+                problems.append(f"{path}: must be a finite number, got {value!r}")
+                continue
+        if tp is int and not -(2**63) <= value < 2**63:
+            problems.append(f"{path}: {value} does not fit a 64-bit integer (TOML's range)")
+            continue
+        if key == "seed" and value >= 2**32:
+            problems.append(f"{path}: must be below 2**32, got {value!r}")
+            continue
         choices = CHOICES.get((table, key))
         if choices and value not in choices:
             problems.append(f"{path}: expected one of {', '.join(map(repr, choices))}, got {value!r}")

@@ -63,6 +63,10 @@ class NoiseSchedule(Component, ABC):
         return x_t
 
 
+#: the largest T a Gaussian schedule accepts (its float64 tables then take about 100 MB)
+MAX_TIMESTEPS = 1_000_000
+
+
 class GaussianSchedule(NoiseSchedule):
     """A Gaussian forward process defined by its betas (eq. 2): q(x_t|x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I).
 
@@ -73,8 +77,8 @@ class GaussianSchedule(NoiseSchedule):
     provides: ClassVar[frozenset[str]] = frozenset({"gaussian"})
 
     def __init__(self, timesteps: int = 1000):
-        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 2:
-            raise ValueError(f"timesteps must be an integer >= 2, got {timesteps!r}")
+        if not isinstance(timesteps, int) or isinstance(timesteps, bool) or not 2 <= timesteps <= MAX_TIMESTEPS:
+            raise ValueError(f"timesteps must be an integer from 2 to {MAX_TIMESTEPS:,}, got {timesteps!r}")
         self.timesteps = timesteps
         self._tables64: dict[str, Tensor] | None = None
         self._cache: dict[tuple, dict[str, Tensor]] = {}
@@ -275,8 +279,8 @@ class MaskingSchedule(NoiseSchedule):
             raise ValueError(f"timesteps must be 0 (= the data dimension) or a positive integer, got {timesteps!r}")
         if order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
         self.requested, self.order, self.seed = timesteps, order, seed
         self.timesteps = timesteps
         self.extra_input_channels = 0

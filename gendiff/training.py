@@ -30,7 +30,7 @@ from torch.utils.data import DistributedSampler
 
 from .checkpoint import (
     CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, load_latest, prune_checkpoints,
-    save_checkpoint,
+    remove_debris, save_checkpoint,
 )
 from .config import TrainConfig
 from .diffusion import Diffusion
@@ -76,8 +76,26 @@ def prepare(source, overrides: Sequence[str] = (), plugins=None) -> RunSetup:
     from .evaluation import check_metrics
 
     check_metrics(spec, model.dataset)
+    _check_sample_memory(spec, model)
     objects = {table: getattr(model, table) for table in spec.components}
     return RunSetup(model, spec, resolve(spec, objects, model.dataset, system), model.dataset)
+
+
+def _check_sample_memory(spec: Recipe, model: Diffusion) -> None:
+    """Refuse an [eval] whose samples could not be held in memory (they are kept as float32)."""
+    from .builder import memory_bytes
+
+    ev = spec.eval
+    wanted = [("eval.samples", ev.samples)] + ([("eval.fid_samples", ev.fid_samples)] if "fid" in ev.metrics else [])
+    if spec.train.sample_every:
+        wanted.append(("train.sample_grid", spec.train.sample_grid))
+    key, n = max(wanted, key=lambda kv: kv[1])
+    need, have = n * math.prod(model.data_shape) * 5, memory_bytes()  # float32 + the uint8 copy written out
+    if have and need > have // 2:
+        raise TrainingError(
+            f"{key} = {n:,} samples of shape {tuple(model.data_shape)} need about {need / 2**30:,.1f} GiB, more "
+            f"than half of this machine's {have / 2**30:,.1f} GiB; ask for fewer."
+        )
 
 
 def choose_device(name: str) -> torch.device:
@@ -126,7 +144,7 @@ def autocast(device: torch.device, precision: str):
 def step_generator(seed: int, step: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for one (step, stream) pair, independent of everything before it."""
     g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step) * 8 + stream)
+    g.manual_seed(((seed * 1_000_003 + step) * 8 + stream) % 2**63)
     return g
 
 
@@ -253,7 +271,9 @@ class Trainer:
             probe.unlink()
         except OSError as exc:
             raise TrainingError(f"cannot write to the run folder {self.run_dir}: {exc.strerror or exc}.") from None
-        if not resume:
+        if not resume:  # a folder without checkpoints: whatever an aborted start left is replaced
+            remove_debris(self.run_dir)
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             (self.run_dir / "recipe.toml").write_text(self.setup.recipe_text)
 
     def _restore(self) -> None:
@@ -277,11 +297,21 @@ class Trainer:
         self.console.print(f"resuming from {path} (step {self.step})")
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
+        """Drop metric lines logged after the checkpoint we resume from (they will be redone),
+        and a last line cut short by a crash."""
         path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
-            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in keep))
+        if not path.is_file() or not self.dist.main:
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
 
     def _save(self, data: DataStream) -> Path:
         epoch, index = data.position(self.step)
@@ -328,6 +358,9 @@ class Trainer:
                           self.dist.rank, self.dist.world)  # fail before writing
         self._prepare_folder(resume)
         if resume:
+            if self.dist.main:
+                remove_debris(self.run_dir)
+            self.dist.barrier()
             self._restore()
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         self.model.train()
@@ -373,7 +406,7 @@ class Trainer:
         x0 = data.batch(self.step).to(self.device)
         g = step_generator(cfg.seed, self.step, 2, self.device)
         # dropout and any other draw from the global RNG: seeded per (seed, step, rank)
-        torch.manual_seed(((cfg.seed * 1_000_003 + self.step) * 8 + 4) * 4096 + self.dist.rank)
+        torch.manual_seed((((cfg.seed * 1_000_003 + self.step) * 8 + 4) * 4096 + self.dist.rank) % 2**63)
         with autocast(self.device, self.precision):
             loss = self.train_model.training_loss(x0, generator=g, share=(self.dist.rank, self.dist.world))
         value = self.dist.mean(loss)  # the global batch's loss; non-finite on one rank is non-finite on all

@@ -132,6 +132,8 @@ class UNet(Backbone):
         channel_mult = tuple(channel_mult)
         _check_positive_int("channels", channels)
         _check_positive_int("num_res_blocks", num_res_blocks)
+        if num_res_blocks > 64:
+            raise ValueError(f"num_res_blocks must be at most 64, got {num_res_blocks}")
         _check_positive_int("norm_groups", norm_groups)
         if not channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult):
             raise ValueError(f"channel_mult must be a non-empty list of positive integers, got {list(channel_mult)}")
