@@ -154,3 +154,22 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_before_the_update(tmp_pa
         step, message = (tmp_path / f"rank{rank}.txt").read_text().split("\n", 1)
         assert step == "2" and "the loss became nan at step 3" in message, message
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"]
+
+
+@pytest.mark.slow
+def test_two_nodes_through_torchruns_own_arguments(tmp_path):
+    """Multi-node the usual torchrun way (--nnodes, --node_rank, a c10d rendezvous), here two
+    "nodes" on this machine with one process each, sharing the run folder."""
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(recipe(steps=2)))
+    Trainer(prepare(path), tmp_path / "one", progress=False).train()
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                               "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                               "--rdzv_id=gendiff-test", "-m", "gendiff", "run", str(path), "--out",
+                               str(tmp_path / "two"), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(outputs)
+    for which in ("model", "ema"):
+        assert_close(weights(tmp_path / "two", 2, which), weights(tmp_path / "one", 2, which))
