@@ -45,3 +45,18 @@ def make_image_folder(path: Path, n: int = 6, bad: int = 2) -> Path:
         (path / f"broken{i}.png").write_bytes(b"not an image")
     (path / "notes.txt").write_text("ignored")
     return path
+
+
+def digits_recipe(timesteps: int = 50, channels: int = 16, dropout: float = 0.0, samples: int = 2, **train) -> dict:
+    """A complete, tiny training recipe on the embedded digits (CPU, fp32, no sample grids, a
+    metrics line every step); ``train`` overrides [train] keys."""
+    return {
+        "schedule": {"name": "linear", "timesteps": timesteps}, "parameterization": {"name": "eps"},
+        "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
+        "backbone": {"name": "unet", "channels": channels, "channel_mult": [1, 2], "num_res_blocks": 1,
+                     "attn_resolutions": [4], "dropout": dropout, "norm_groups": 8},
+        "data": {"name": "digits", "flip": True},
+        "train": {"lr": 1e-3, "ema_decay": 0.9, "precision": "fp32", "device": "cpu", "sample_every": 0,
+                  "log_every": 1, "keep_checkpoints": 0, **train},
+        "eval": {"samples": samples},
+    }

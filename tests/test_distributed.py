@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 import tomli_w
 from safetensors.torch import load_file
 
+from fakes import digits_recipe
 from gendiff.distributed import Dist, DistributedError, check_batch
 from gendiff.training import DataStream, Trainer, prepare
 
@@ -21,19 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe(**train):
-    cfg = {"steps": 4, "batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "ema_decay": 0.9, "precision": "fp32",
-           "device": "cpu", "checkpoint_every": 2, "sample_every": 0, "log_every": 1, "seed": 5,
-           "keep_checkpoints": 0}
-    cfg.update(train)
-    return {
-        "schedule": {"name": "linear", "timesteps": 50}, "parameterization": {"name": "eps"},
-        "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
-        "backbone": {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
-                     "attn_resolutions": [4], "dropout": 0.0, "norm_groups": 8},
-        "data": {"name": "digits", "flip": True},
-        "train": cfg,
-        "eval": {"samples": 2},
-    }
+    cfg = {"steps": 4, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 2, "seed": 5, **train}
+    return digits_recipe(timesteps=50, channels=16, dropout=0.0, **cfg)
 
 
 def weights(run, step, which="model"):

@@ -16,6 +16,7 @@ import torch
 import tomli_w
 from safetensors.torch import load_file
 
+from fakes import digits_recipe
 from gendiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest, _sha256
 from gendiff.training import Trainer, load_run, prepare
 
@@ -23,19 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe(**train):
-    cfg = {"steps": 30, "batch_size": 32, "lr": 1e-3, "warmup_steps": 5, "ema_decay": 0.9, "precision": "fp32",
-           "device": "cpu", "checkpoint_every": 1, "sample_every": 0, "log_every": 1, "seed": 11,
-           "keep_checkpoints": 3}
-    cfg.update(train)
-    return {
-        "schedule": {"name": "linear", "timesteps": 100}, "parameterization": {"name": "eps"},
-        "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
-        "backbone": {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
-                     "attn_resolutions": [4], "dropout": 0.1, "norm_groups": 8},
-        "data": {"name": "digits", "flip": True},
-        "train": cfg,
-        "eval": {"samples": 2},
-    }
+    cfg = {"steps": 30, "batch_size": 32, "warmup_steps": 5, "checkpoint_every": 1, "seed": 11,
+           "keep_checkpoints": 3, **train}
+    return digits_recipe(timesteps=100, channels=16, dropout=0.1, **cfg)
 
 
 def write_recipe(path, **train):

@@ -17,7 +17,7 @@ from gendiff.recipe import load_recipe
 from gendiff.runner import run
 from gendiff.training import Trainer, TrainingError, load_run, prepare
 
-from fakes import make_fake_cifar
+from fakes import digits_recipe, make_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.toml"))
@@ -75,18 +75,8 @@ def test_the_cifar10_recipe_is_the_papers():
 
 
 def small_recipe(**train):
-    cfg = {"steps": 6, "batch_size": 512, "lr": 1e-3, "warmup_steps": 2, "ema_decay": 0.9, "precision": "fp32",
-           "device": "cpu", "checkpoint_every": 3, "sample_every": 0, "log_every": 1, "seed": 3, "keep_checkpoints": 0}
-    cfg.update(train)
-    return {
-        "schedule": {"name": "linear", "timesteps": 50}, "parameterization": {"name": "eps"},
-        "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
-        "backbone": {"name": "unet", "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
-                     "attn_resolutions": [4], "dropout": 0.1},
-        "data": {"name": "digits", "flip": True},
-        "train": cfg,
-        "eval": {"samples": 4},
-    }
+    cfg = {"steps": 6, "batch_size": 512, "warmup_steps": 2, "checkpoint_every": 3, "seed": 3, **train}
+    return digits_recipe(timesteps=50, channels=32, dropout=0.1, samples=4, **cfg)
 
 
 def losses(run_dir):
