@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 import typer
@@ -58,25 +58,10 @@ def run(
     """Train a recipe, then sample and report its [eval] evaluations."""
     from .runner import run as run_recipe
 
-    if nproc_per_node != 1 and not dry_run:
-        from .distributed import launch
-        from .training import prepare
+    if nproc_per_node != 1:
+        from .distributed import check_launch
 
-        if nproc_per_node < 1:
-            raise GendiffError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
-        from .distributed import Dist, check_batch
-
-        setup = prepare(recipe, set_)  # refuse a bad recipe here, once, before starting processes
-        check_batch(setup.spec.train.batch_size, Dist(0, max(nproc_per_node, 1)))
-        args = ["run", str(recipe), *(a for item in set_ for a in ("--set", item))]
-        args += ["--out", str(out)] if out else []
-        args += ["--resume"] if resume else []
-        args += [] if progress else ["--no-progress"]
-        code = launch(nproc_per_node, args)
-        if code:
-            raise GendiffError(f"the {nproc_per_node}-process run failed (torchrun exit code {code}); "
-                               f"the messages above say why. Checkpoints already written are kept.")
-        return
+        check_launch(nproc_per_node)
     run_recipe(recipe, set_, out=out, resume=resume, dry_run=dry_run, console=console, progress=progress,
                nproc=nproc_per_node)
 
@@ -212,15 +197,24 @@ def eval_fid(
     console.print(table)
 
 
+# the arguments of the commands built on one pass of the bound (eval nll, eval rd)
+BoundRun = Annotated[Path, typer.Argument(metavar="RUN", help="A run or checkpoint folder.")]
+BoundSplit = Annotated[str, typer.Option("--split", help="train or test.")]
+BoundN = Annotated[Optional[int], typer.Option("--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples).")]
+BoundBatch = Annotated[int, typer.Option("--batch-size", min=1)]
+BoundSeed = Annotated[int, typer.Option("--seed", help="Seed of the draws x_t ~ q(x_t | x0).")]
+BoundProgress = Annotated[bool, typer.Option("--progress/--no-progress")]
+
+
 @eval_app.command("nll")
 @friendly
 def eval_nll(
-    run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
-    split: str = typer.Option("test", "--split", help="train or test."),
-    n: Optional[int] = typer.Option(None, "--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples)."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed", help="Seed of the draws x_t ~ q(x_t | x0)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    run_path: BoundRun,
+    split: BoundSplit = "test",
+    n: BoundN = None,
+    batch_size: BoundBatch = 256,
+    seed: BoundSeed = 0,
+    progress: BoundProgress = True,
 ) -> None:
     """Bits/dim (the bound of eq. 5) with its breakdown L_T, L_1..L_{T-1}, L_0; JSON in RUN/eval/."""
     import json
@@ -248,12 +242,12 @@ def eval_nll(
 @eval_app.command("rd")
 @friendly
 def eval_rd(
-    run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
-    split: str = typer.Option("test", "--split", help="train or test."),
-    n: Optional[int] = typer.Option(None, "--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples)."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed", help="Seed of the draws x_t ~ q(x_t | x0)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    run_path: BoundRun,
+    split: BoundSplit = "test",
+    n: BoundN = None,
+    batch_size: BoundBatch = 256,
+    seed: BoundSeed = 0,
+    progress: BoundProgress = True,
 ) -> None:
     """The rate-distortion curve of progressive lossy compression (Sec. 4.3, Fig. 5): rd.csv and rd.png in RUN/eval/."""
     from .evaluation.inputs import run_folder

@@ -19,19 +19,19 @@ What each process does (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` come from torch
 - Gradients are averaged by DDP; the logged loss is the all-reduced mean, so a non-finite loss
   on any rank is non-finite on every rank and all stop before the update.
 - Rank 0 alone writes the run folder (recipe, metrics, sample grids, checkpoints, final samples
-  and evaluations); barriers keep the others from running ahead of a checkpoint write. Every
-  rank resumes from the same checkpoint. The run folder must be on a file system every node
-  can read (for multi-node runs: a shared one).
+  and evaluations); preparing the folder and each checkpoint write end in a broadcast of the
+  outcome (:meth:`Dist.on_main`), so no rank runs ahead of a write and a failed write stops
+  every rank. Every rank resumes from the same checkpoint. The run folder must be on a file
+  system every node can read (for multi-node runs: a shared one).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -59,10 +59,6 @@ class Dist:
     def active(self) -> bool:
         return self.world > 1
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
     def mean(self, value: torch.Tensor) -> float:
         """The mean of a scalar over all ranks (NaN or inf on any rank gives NaN or inf on all)."""
         value = value.detach()
@@ -71,6 +67,21 @@ class Dist:
             dist.all_reduce(value)
             value /= self.world
         return float(value)
+
+    def on_main(self, fn: Callable[[], Any], error: type[GendiffError]) -> Any:
+        """Run ``fn`` on rank 0 alone (a write to the run folder); if it raises ``error``, raise
+        the same message on every rank. Also a barrier: no rank goes on before rank 0 is done.
+        Returns ``fn``'s result on rank 0, None elsewhere."""
+        result, problem = None, None
+        if self.main:
+            try:
+                result = fn()
+            except error as exc:
+                problem = str(exc)
+        problem = self.share(problem)
+        if problem:
+            raise error(problem)
+        return result
 
     def share(self, obj: Any) -> Any:
         """Rank 0's ``obj``, on every rank."""
@@ -100,8 +111,13 @@ def setup(device_kind: str) -> Dist:
     return Dist(rank, world, local)
 
 
-def teardown() -> None:
+def teardown(together: bool = True) -> None:
+    """Leave the process group. ``together`` (after a normal finish) waits for every rank first:
+    a rank that left while another was still receiving its last message would break that rank's
+    connection. After an error no rank waits, since the others may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -125,16 +141,19 @@ def check_batch(batch_size: int, d: Dist) -> int:
     return batch_size // d.world
 
 
-def launch(nproc: int, args: Sequence[str]) -> int:
-    """Run ``gendiff ARGS`` under torchrun with ``nproc`` processes on this node; its exit code."""
+def check_launch(nproc: int) -> None:
+    """Can ``gendiff run --nproc-per-node nproc`` start torchrun from here?"""
     if nproc < 1:
         raise DistributedError(f"--nproc-per-node must be at least 1, got {nproc}")
     if launched_by_torchrun():
         raise DistributedError(
             "--nproc-per-node was given inside a torchrun job; use either torchrun or --nproc-per-node, not both."
         )
-    if shutil.which(sys.executable) is None:  # pragma: no cover - the interpreter always exists
-        raise DistributedError(f"cannot find the Python interpreter {sys.executable}")
+
+
+def launch(nproc: int, args: Sequence[str]) -> int:
+    """Run ``gendiff ARGS`` under torchrun with ``nproc`` processes on this node (after
+    :func:`check_launch`); its exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "gendiff", *args]
     return subprocess.call(cmd)

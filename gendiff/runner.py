@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from . import distributed
 from .distributions import unit_to_levels
 from .errors import GendiffError
 from .training import Trainer, choose_device, choose_precision, generate, prepare, write_samples
@@ -35,6 +36,7 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
         "checkpoint_every": cfg.checkpoint_every, "final_samples": ev.samples, "metrics": list(ev.metrics),
         "processes": nproc,
     }
+    distributed.check_batch(cfg.batch_size, distributed.Dist(0, nproc))
     if dry_run:
         console.print(setup.recipe_text, markup=False, highlight=False)
         console.print(
@@ -44,14 +46,24 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
             f"Nothing was written."
         )
         return plan
-    from . import distributed
-
+    if nproc > 1:  # this process starts torchrun, whose processes come back here with nproc = 1
+        if not isinstance(source, (str, Path)):
+            raise GendiffError("training with several processes needs the recipe as a file, not a table")
+        args = ["run", str(source), *(a for item in overrides for a in ("--set", item)), "--out", str(run_dir)]
+        args += (["--resume"] if resume else []) + ([] if progress else ["--no-progress"])
+        code = distributed.launch(nproc, args)
+        if code:
+            raise GendiffError(f"the {nproc}-process run failed (torchrun exit code {code}); the messages above "
+                               f"say why. Checkpoints already written in {run_dir} are kept.")
+        return plan
     job = distributed.setup(device.type)
     try:
         trainer = Trainer(setup, run_dir, console=console, progress=progress, dist=job)
         summary = trainer.train(resume=resume, stop_after=stop_after)
-    finally:
-        distributed.teardown()
+    except BaseException:
+        distributed.teardown(together=False)
+        raise
+    distributed.teardown()
     result: dict[str, Any] = {**plan, "trained_steps": summary.steps, "seconds": round(summary.seconds, 2),
                               "images_per_second": round(summary.images_per_second, 2), "processes": job.world}
     if summary.steps < cfg.steps or not job.main:  # interrupted on purpose (stop_after), or not rank 0

@@ -246,16 +246,8 @@ class Trainer:
 
     # -- the run folder ----------------------------------------------------------------------
     def _prepare_folder(self, resume: bool) -> None:
-        """Rank 0 checks and prepares the run folder; every rank raises the same error."""
-        problem = None
-        if self.dist.main:
-            try:
-                self._prepare_folder_here(resume)
-            except TrainingError as exc:
-                problem = str(exc)
-        problem = self.dist.share(problem)
-        if problem:
-            raise TrainingError(problem)
+        """Check and prepare the run folder (rank 0; every rank raises the same error)."""
+        self.dist.on_main(lambda: self._prepare_folder_here(resume), TrainingError)
 
     def _prepare_folder_here(self, resume: bool) -> None:
         existing = list_checkpoints(self.run_dir)
@@ -271,8 +263,8 @@ class Trainer:
             probe.unlink()
         except OSError as exc:
             raise TrainingError(f"cannot write to the run folder {self.run_dir}: {exc.strerror or exc}.") from None
+        remove_debris(self.run_dir)  # what a killed process left half-written
         if not resume:  # a folder without checkpoints: whatever an aborted start left is replaced
-            remove_debris(self.run_dir)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             (self.run_dir / "recipe.toml").write_text(self.setup.recipe_text)
 
@@ -325,18 +317,13 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
-        problem, path = None, None
-        if self.dist.main:
-            try:
-                path = save_checkpoint(self.run_dir, self.step, self.model.backbone.state_dict(),
-                                       self.ema.net.state_dict(), state, self.setup.recipe_text)
-                prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
-            except CheckpointError as exc:
-                problem = str(exc)
-        problem = self.dist.share(problem)  # also the barrier: no rank runs ahead of a write
-        if problem:
-            raise CheckpointError(problem)
-        return path or self.run_dir / "checkpoints" / f"step-{self.step}"
+        def write() -> Path:
+            path = save_checkpoint(self.run_dir, self.step, self.model.backbone.state_dict(),
+                                   self.ema.net.state_dict(), state, self.setup.recipe_text)
+            prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+            return path
+
+        return self.dist.on_main(write, CheckpointError) or self.run_dir / "checkpoints" / f"step-{self.step}"
 
     def ema_model(self) -> Diffusion:
         return self.model.with_backbone(self.ema.net)
@@ -358,9 +345,6 @@ class Trainer:
                           self.dist.rank, self.dist.world)  # fail before writing
         self._prepare_folder(resume)
         if resume:
-            if self.dist.main:
-                remove_debris(self.run_dir)
-            self.dist.barrier()
             self._restore()
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         self.model.train()

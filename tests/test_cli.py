@@ -84,6 +84,16 @@ def test_recipe_validate_and_dry_run():
     (["run", QUICK, "--set", "train.lr=\"fast\"", "--dry-run"], "train.lr: expected a float"),
     (["sample", "no-such-run", "--out", "x"], "no run or checkpoint folder"),
     (["sample", ".", "--out", "x", "--sampler", "ddim-nope"], "unknown sampler"),
+    (["run", QUICK, "--nproc-per-node", "0"], "--nproc-per-node must be at least 1, got 0"),
+    (["run", QUICK, "--nproc-per-node", "3", "--dry-run"], "divisible by the number of processes (3)"),
+    (["run", QUICK, "--set", "train.compile=3", "--dry-run"], "train.compile: expected a boolean, got 3"),
+    (["run", QUICK, "--set", "train.lr=nan", "--dry-run"], "train.lr: must be a finite number, got nan"),
+    (["run", QUICK, "--set", "train.steps=100000000000000000000", "--dry-run"], "does not fit a 64-bit integer"),
+    (["run", QUICK, "--set", "train.seed=4294967296", "--dry-run"], "train.seed: must be below 2**32"),
+    (["run", QUICK, "--set", "schedule.timesteps=1000001", "--dry-run"], "from 2 to 1,000,000, got 1000001"),
+    (["run", QUICK, "--set", "backbone.num_res_blocks=65", "--dry-run"], "num_res_blocks must be at most 64"),
+    (["run", QUICK, "--set", "backbone.channels=131072", "--dry-run"], "more than this machine's"),
+    (["run", QUICK, "--set", "eval.samples=1000000000000", "--dry-run"], "eval.samples = 1,000,000,000,000 samples"),
 ])
 def test_bad_input_is_one_paragraph_and_exit_1(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path if args[0] != "recipe" or args[2] != "nope.toml" else tmp_path)
@@ -91,6 +101,12 @@ def test_bad_input_is_one_paragraph_and_exit_1(args, message, tmp_path, monkeypa
     assert res.exit_code == 1, res.raw
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_nproc_per_node_inside_a_torchrun_job_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = invoke("run", QUICK, "--nproc-per-node", "2")
+    assert res.exit_code == 1 and "inside a torchrun job" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.filterwarnings("ignore:skipping a damaged checkpoint")

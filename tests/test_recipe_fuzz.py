@@ -106,7 +106,7 @@ def check_clean(result, what):
     flat = " ".join(result.output.split())
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (
         f"{what}: exit {result.exit_code}, {type(result.exception).__name__}: {result.exception}\n{result.output}")
-    assert flat.startswith("error:") or "error:" in flat, f"{what}: {result.output}"
+    assert "error:" in flat, f"{what}: {result.output}"
     assert "Traceback" not in result.output, f"{what}: {result.output}"
     return False
 
