@@ -57,8 +57,10 @@ def wait_for(condition, proc, timeout=120):
 
 
 def metrics_lines(out):
-    path = out / "metrics.jsonl"
-    return path.read_text().count("\n") if path.is_file() else 0
+    try:  # a fresh start removes the file of the run it replaces: it may vanish between two looks
+        return (out / "metrics.jsonl").read_text().count("\n")
+    except FileNotFoundError:
+        return 0
 
 
 def writing(out):
