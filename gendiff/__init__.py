@@ -13,9 +13,8 @@ Time convention everywhere: the paper's t in {1..T}, as an integer tensor.
 
 from __future__ import annotations
 
-from .plugins import hookimpl
-
-__version__ = "0.1.0"
+from .hookspecs import hookimpl
+from .version import __version__
 
 __all__ = ["build", "hookimpl", "__version__", "Diffusion", "NLL"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import parameterizations, samplers, schedules, variances, weightings
 from .backbones import UNet
 from .datasets import CIFAR10, Digits, ImageFolder
-from .plugins import hookimpl
+from .hookspecs import hookimpl
 
 
 @hookimpl

@@ -167,6 +167,36 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     return Checkpoint(path, step, model, ema, state, (path / "recipe.toml").read_text())
 
 
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str, what: str = "weights") -> None:
+    """Load ``state`` into ``module``, or raise :class:`CheckpointError` naming every tensor that
+    does not fit: shapes that differ (checkpoint vs model), tensors the checkpoint lacks and
+    tensors the model does not have (at most five of each, then a count)."""
+    own = module.state_dict()
+    shapes = [f"{k} (checkpoint {_shape(state[k])}, model {_shape(own[k])})"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    problems = [f"{len(items)} {label}: {_first(items)}" for items, label in (
+        (shapes, "tensor(s) of another shape"), (missing, "tensor(s) missing from the checkpoint"),
+        (unexpected, "tensor(s) the model does not have")) if items]
+    if problems:
+        raise CheckpointError(
+            f"the {what} in {source} do not fit this recipe's model: " + "; ".join(problems)
+            + ". The recipe's network differs from the one that wrote the checkpoint (a changed backbone, "
+            "parameterization, variance or conditioning); use the recipe stored with the checkpoint, or start a new run."
+        )
+    module.load_state_dict(state)
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, tensor.shape)) + ")"
+
+
+def _first(items: list[str], limit: int = 5) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
     for step, path in reversed(list_checkpoints(run_dir)):

@@ -92,7 +92,8 @@ def sample(
     from .plugins import plugin_system
     from .config import PRECISIONS
     from .errors import GendiffError
-    from .training import choose_device, choose_precision, generate, load_run, write_samples
+    from .runs import generate, load_run, write_samples
+    from .runtime import choose_device, choose_precision
 
     if precision not in PRECISIONS:
         raise GendiffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -157,12 +158,12 @@ def eval_fid(
 
     model = ckpt = None
     if is_run(target):
-        from .training import load_run
+        from .runs import load_run
 
         model, ckpt = load_run(target)
         ref = ref or "train"
         reference, key = reference_images(ref, model)  # fail on a bad reference before sampling
-        from .training import choose_precision
+        from .runtime import choose_precision
 
         precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
         samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
@@ -269,7 +270,7 @@ def _bound_pass(run_path, split, n, batch_size, seed, progress):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .evaluation.likelihood import bound_pass
-    from .training import load_run
+    from .runs import load_run
 
     if split not in ("train", "test"):
         raise GendiffError(f"--split must be train or test, got {split!r}")
@@ -302,7 +303,7 @@ def interpolate(
     from .distributions import levels_to_unit
     from .evaluation.analyses import check_time, interpolate as run_interpolate
     from .images import grid, save_png, to_uint8
-    from .training import load_run
+    from .runs import load_run
 
     if split not in ("train", "test"):
         raise GendiffError(f"--split must be train or test, got {split!r}")

@@ -40,3 +40,7 @@ class RecipeError(GendiffError):
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"the recipe{where} has {len(self.problems)} problem(s):\n{lines}")
+
+
+class TrainingError(GendiffError):
+    """Training cannot go on (a non-finite loss, an unusable run folder, nothing to resume, no device)."""

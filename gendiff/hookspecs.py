@@ -22,6 +22,8 @@ from __future__ import annotations
 import pluggy
 
 hookspec = pluggy.HookspecMarker("gendiff")
+#: marks a plugin's hook implementations (``@gendiff.hookimpl``)
+hookimpl = pluggy.HookimplMarker("gendiff")
 
 
 @hookspec

@@ -24,9 +24,9 @@ import pluggy
 from . import hookspecs
 from .component import FAMILIES
 from .errors import PluginError, UnknownComponentError
+from .hookspecs import hookimpl
 
 ENTRY_POINT_GROUP = "gendiff"
-hookimpl = pluggy.HookimplMarker("gendiff")
 
 #: family -> (hook name, plural used in messages)
 HOOKS = {

@@ -280,7 +280,7 @@ def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginS
     """The complete recipe: every component table with all its arguments (defaults filled in),
     ``[data]``, ``[train]`` and ``[eval]`` with every key, and the ``[gendiff]`` provenance
     table (gendiff's version and, per component, the plugin and its version)."""
-    from . import __version__
+    from .version import __version__
 
     system = system or plugin_system()
     out: dict[str, Any] = {}

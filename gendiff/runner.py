@@ -12,7 +12,9 @@ from rich.table import Table
 from . import distributed
 from .distributions import unit_to_levels
 from .errors import GendiffError
-from .training import Trainer, choose_device, choose_precision, generate, prepare, write_samples
+from .runs import generate, write_samples
+from .runtime import choose_device, choose_precision
+from .training import Trainer, prepare
 
 
 def default_run_dir(source) -> Path:

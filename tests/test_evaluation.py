@@ -136,7 +136,7 @@ def test_fid_of_a_run_keeps_its_samples(quick_run, monkeypatch):
     def no_generation(*a, **k):
         raise AssertionError("samples were generated again")
 
-    monkeypatch.setattr("gendiff.training.generate", no_generation)
+    monkeypatch.setattr("gendiff.runs.generate", no_generation)
     again = invoke("eval", "fid", quick_run, "--n", "30", "--ref", "test", "--no-progress")
     assert again.exit_code == 0, again.output
     assert json.loads((quick_run / "eval" / "fid-test.json").read_text())["samples"] == 30

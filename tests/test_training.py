@@ -189,8 +189,18 @@ def test_a_checkpoint_that_does_not_fit_the_recipe_is_refused(tmp_path):
     Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
     bigger = small_recipe(steps=6)
     bigger["backbone"]["channels"] = 64
-    with pytest.raises(CheckpointError, match="does not fit"):
+    with pytest.raises(CheckpointError, match="do not fit") as err:
         Trainer(prepare(bigger), tmp_path / "r", progress=False).train(resume=True)
+    # which tensors and which shapes disagree, not a cut-off load_state_dict message
+    assert "tensor(s) of another shape" in str(err.value)
+    assert "conv_in.weight (checkpoint (32, 1, 3, 3), model (64, 1, 3, 3))" in str(err.value)
+    learned = small_recipe(steps=6)
+    learned["variance"] = {"name": "learned-range"}
+    learned["weighting"] = {"name": "hybrid"}
+    with pytest.raises(CheckpointError) as err:
+        Trainer(prepare(learned), tmp_path / "r", progress=False).train(resume=True)
+    assert "2 tensor(s) of another shape" in str(err.value) and "conv_out.bias (checkpoint (1), model (2))" in str(err.value)
+    assert "(checkpoint (1, 32, 3, 3), model (2, 32, 3, 3))" in str(err.value)
 
 
 def test_overrides_and_train_table_errors_are_reported_by_path(tmp_path):
@@ -230,7 +240,7 @@ def test_resolved_recipe_is_complete_and_rebuilds_the_same_model(tmp_path):
 
 
 def test_train_compile_trains_the_same_and_writes_the_same_checkpoint_names(tmp_path, monkeypatch):
-    import gendiff.training as tr
+    import gendiff.training.trainer as tr
 
     compiled = []
     monkeypatch.setattr(tr, "COMPILE_OPTIONS", {"backend": "eager"})  # torch.compile's path, without codegen

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from . import Backbone
+from .base import Backbone
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:

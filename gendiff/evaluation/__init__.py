@@ -21,7 +21,7 @@ from ..errors import GendiffError, RecipeError
 AVAILABLE = ("classifier", "fid", "nll", "rd")
 
 
-def check_metrics(spec, dataset) -> None:
+def check_metrics(spec, dataset, system=None) -> None:
     """Refuse unknown metric names, and metrics that do not apply to the recipe's data."""
     problems = []
     for i, name in enumerate(spec.eval.metrics):

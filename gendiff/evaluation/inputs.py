@@ -73,7 +73,7 @@ def run_samples(path: Path, n: int | None, seed: int = 0, batch_size: int = 256,
     """Samples of a run's EMA model, generated once in batches and kept in
     RUN/eval/samples/seed-<seed>.npz; a later call that needs no more reuses them.
     Returns (images, model, checkpoint path)."""
-    from ..training import generate, load_run
+    from ..runs import generate, load_run
 
     if model is None:
         model, checkpoint = load_run(path, None)

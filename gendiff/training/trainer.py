@@ -1,0 +1,220 @@
+"""Algorithm 1 with the paper's optimisation (Sec. 4, Appendix B): Adam with linear warmup,
+gradient clipping, an EMA of the weights, bf16 autocast, checkpoints and sample grids.
+
+Determinism: weights are initialised from ``train.seed``; the data order of epoch e is a
+permutation seeded by (seed, e); the flips and the diffusion draws (t, eps) of step s come from
+generators seeded by (seed, s). The position in the data is therefore a function of the step,
+and a resumed run repeats an uninterrupted one bit for bit (CPU, fp32), mid-epoch included.
+The global RNG (dropout) is seeded per (seed, step, rank).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from ..checkpoint import latest_checkpoint
+from ..diffusion import Diffusion
+from ..distributed import Dist, check_batch, wrap
+from ..images import grid, save_png, to_uint8
+from ..runtime import autocast, choose_device, choose_precision, step_generator
+from .data import DataStream
+from .folder import RunFolder
+from .setup import RunSetup
+
+
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """Adam (the paper's optimizer) with PyTorch's fused kernel where it exists, else foreach."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class EMA:
+    """Exponential moving average of a network's weights: theta_ema <- d theta_ema + (1 - d) theta."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        ema = list(self.net.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1.0 - self.decay)
+        for b_ema, b in zip(self.net.buffers(), net.buffers()):
+            b_ema.copy_(b)
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    final_loss: float
+    seconds: float
+    images_per_second: float
+    checkpoint: Path | None
+    losses: list[float] = field(default_factory=list)
+
+
+#: keyword arguments of ``torch.compile`` when ``[train] compile = true``
+COMPILE_OPTIONS: dict = {}
+
+
+class Trainer:
+    """Trains one composed model as its recipe's ``[train]`` table says, into ``run_dir``."""
+
+    def __init__(self, setup: RunSetup, run_dir: Path, console: Console | None = None, progress: bool = True,
+                 dist: Dist | None = None):
+        self.setup, self.cfg = setup, setup.spec.train
+        self.dist = dist or Dist()
+        check_batch(self.cfg.batch_size, self.dist)
+        self.folder = RunFolder(run_dir, self.dist, setup.recipe_text)
+        self.run_dir = self.folder.path
+        self.console = console or Console(stderr=True)
+        if not self.dist.main:  # rank 0 speaks for the job
+            self.console = Console(quiet=True)
+        self.show_progress = progress and self.dist.main
+        self.device = choose_device(self.cfg.device)
+        if self.device.type == "cuda" and self.dist.active:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.precision = choose_precision(self.cfg.precision, self.device)
+        self.model = setup.model.to(self.device)
+        self.ema = EMA(self.model.backbone, self.cfg.ema_decay)
+        self.optimizer = make_adam(self.model.backbone.parameters(), self.cfg.lr)
+        if self.cfg.compile:  # in place: parameter names, checkpoints and the EMA copy are unchanged
+            self.model.backbone.compile(**COMPILE_OPTIONS)
+        # the model Algorithm 1 runs: the same components around the DDP-wrapped network
+        self.train_model = self.model.with_backbone(wrap(self.model.backbone, self.dist, self.device))
+        self.step = 0
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _restore(self) -> None:
+        from ..checkpoint import CheckpointError, load_weights
+
+        ckpt = self.folder.latest()
+        load_weights(self.model.backbone, ckpt.model, ckpt.path)
+        load_weights(self.ema.net, ckpt.ema, ckpt.path, "EMA weights")
+        try:
+            self.optimizer.load_state_dict(ckpt.state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"the optimizer state in {ckpt.path} does not fit this recipe's model: {str(exc).splitlines()[0]}"
+            ) from None
+        self.step = int(ckpt.state["step"])
+        torch.set_rng_state(ckpt.state["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in ckpt.state:
+            torch.cuda.set_rng_state_all(list(ckpt.state["rng_cuda"]))
+        self.folder.truncate_metrics(self.step)
+        self.console.print(f"resuming from {ckpt.path} (step {self.step})")
+
+    def _save(self, data: DataStream) -> Path:
+        epoch, index = data.position(self.step)
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "data_epoch": epoch,
+            "data_index": index,
+            "seed": self.cfg.seed,
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return self.folder.save(self.step, self.model.backbone.state_dict(), self.ema.net.state_dict(), state,
+                                self.cfg.keep_checkpoints)
+
+    def ema_model(self) -> Diffusion:
+        return self.model.with_backbone(self.ema.net)
+
+    def _sample_grid(self, name: str) -> None:
+        g = step_generator(self.cfg.seed, 0, 3, self.device)  # the same noise for every grid
+        with autocast(self.device, self.precision):
+            x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
+        save_png(grid(to_uint8(x, self.model.levels)), self.run_dir / "samples" / f"{name}.png",
+                 scale=max(1, 64 // self.model.data_shape[1]))
+
+    # -- Algorithm 1 ---------------------------------------------------------------------------
+    def train(self, resume: bool = False, stop_after: int | None = None) -> TrainSummary:
+        """Run (or continue) training. ``stop_after`` ends the process's work after that many
+        steps in all, as an interruption would (tests use it)."""
+        cfg = self.cfg
+        data = DataStream(self.setup.dataset.load("train"), cfg.batch_size, cfg.seed,
+                          self.setup.spec.data.options["flip"], self.model.levels,
+                          self.dist.rank, self.dist.world)  # fail before writing
+        self.folder.prepare(resume)
+        if resume:
+            self._restore()
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        self.model.train()
+        losses, window, last_ckpt = [], [], None
+        start_time, start_step = time.perf_counter(), self.step
+        self.folder.open_metrics()
+        progress = _progress(self.console, self.show_progress)
+        task = progress.add_task("training", total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
+        try:
+            with progress:
+                while self.step < end:
+                    loss, grad_norm, lr = self._one_step(data)
+                    losses.append(loss)
+                    window.append(loss)
+                    self.step += 1
+                    elapsed = time.perf_counter() - start_time
+                    ips = (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
+                    progress.update(task, completed=self.step, loss=loss, ips=ips)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        self.folder.log({"step": self.step, "loss": sum(window) / len(window), "lr": lr,
+                                         "grad_norm": grad_norm, "img_per_s": ips, "time": round(elapsed, 3)})
+                        window = []
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.main:
+                        self._sample_grid(f"step-{self.step}")
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                        last_ckpt = self._save(data)
+        finally:
+            self.folder.close_metrics()
+        seconds = time.perf_counter() - start_time
+        done = self.step - start_step
+        if last_ckpt is None and self.step >= cfg.steps:  # resumed a run that had already finished
+            last_ckpt = latest_checkpoint(self.run_dir)
+        return TrainSummary(self.step, losses[-1] if losses else float("nan"), seconds,
+                            done * cfg.batch_size / max(seconds, 1e-9), last_ckpt, losses)
+
+    def _one_step(self, data: DataStream) -> tuple[float, float, float]:
+        cfg = self.cfg
+        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x0 = data.batch(self.step).to(self.device)
+        g = step_generator(cfg.seed, self.step, 2, self.device)
+        # dropout and any other draw from the global RNG: seeded per (seed, step, rank)
+        torch.manual_seed((((cfg.seed * 1_000_003 + self.step) * 8 + 4) * 4096 + self.dist.rank) % 2**63)
+        with autocast(self.device, self.precision):
+            loss = self.train_model.training_loss(x0, generator=g, share=(self.dist.rank, self.dist.world))
+        value = self.dist.mean(loss)  # the global batch's loss; non-finite on one rank is non-finite on all
+        if not math.isfinite(value):
+            raise self.folder.non_finite("loss", value, self.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = list(self.model.backbone.parameters())
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not math.isfinite(grad_norm):
+            raise self.folder.non_finite("gradient norm", grad_norm, self.step + 1)
+        self.optimizer.step()
+        self.ema.update(self.model.backbone)
+        return value, grad_norm, lr
+
+
+def _progress(console: Console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
+        TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
+    )
