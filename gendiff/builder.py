@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .component import construct
+from .conditioning import Conditioning
 from .diffusion import Diffusion
 from .errors import ComponentConfigError, IncompatibleComponentsError, RecipeError
 from .plugins import PluginSystem, plugin_system
@@ -56,6 +57,7 @@ def build(
         raise RecipeError(bind_problems, source)
 
     schedule, param, variance = objects["schedule"], objects["parameterization"], objects["variance"]
+    conditioning = _conditioning(spec, dataset, source)
     channels, height = shape[0], shape[1]
     in_channels = channels + schedule.extra_input_channels
     out_channels = param.out_channels(channels, levels) + variance.out_channels(channels)
@@ -68,6 +70,12 @@ def build(
     if model is None:
         args = spec.components["backbone"].args
         context = {"in_channels": in_channels, "out_channels": out_channels, "image_size": height}
+        if "class-labels" in getattr(backbone_cls, "provides", ()):
+            context["num_classes"] = conditioning.num_classes
+        elif conditioning.active:
+            raise RecipeError([f"conditioning.labels: backbone '{backbone_cls.name}' does not take class labels (it does "
+                               f"not provide \"class-labels\"); use one that does, e.g. unet, or set labels = false"],
+                              source)
         try:
             _check_backbone_size(backbone_cls, args, context, source)
             model = construct(backbone_cls, "backbone", args, **context)
@@ -82,10 +90,12 @@ def build(
         label = f"backbone '{model.name}'"
     else:
         label = "the explicit model"
-    _check_output(model, (1, in_channels, *shape[1:]), (1, out_channels, *shape[1:]), schedule.timesteps, label, needs)
+    _check_output(model, (1, in_channels, *shape[1:]), (1, out_channels, *shape[1:]), schedule, conditioning, label,
+                  needs)
 
     diffusion = Diffusion(
-        schedule, param, variance, objects["weighting"], objects["sampler"], model, shape, levels
+        schedule, param, variance, objects["weighting"], objects["sampler"], model, shape, levels,
+        objects["time_sampler"], conditioning,
     )
     diffusion.recipe = raw
     diffusion.dataset = dataset
@@ -148,8 +158,22 @@ def check_compatibility(components: Mapping[str, Any]) -> None:
         )
 
 
-def _check_output(model, in_shape, out_shape, timesteps, label, needs) -> None:
-    """Run the network once on a blank input and check the output shape it produces."""
+def _conditioning(spec, dataset, source) -> Conditioning:
+    """The model's :class:`Conditioning` from ``[conditioning]`` and the data's classes."""
+    cfg = spec.conditioning
+    if not cfg.labels:
+        return Conditioning()
+    classes = getattr(dataset, "num_classes", 0) if dataset is not None else spec.data.num_classes
+    if not classes:
+        where = (f"dataset '{dataset.name}' provides no class labels" if dataset is not None
+                 else "the recipe's [data] has num_classes = 0; set data.num_classes")
+        raise RecipeError([f"conditioning.labels: {where}, so there is nothing to condition on"], source)
+    return Conditioning(classes, cfg.label_dropout, cfg.guidance)
+
+
+def _check_output(model, in_shape, out_shape, schedule, conditioning, label, needs) -> None:
+    """Run the network once on a blank input (with the null label for a conditional model) and
+    check the output shape it produces."""
     training = getattr(model, "training", None)
     if training is not None:
         model.eval()
@@ -157,8 +181,10 @@ def _check_output(model, in_shape, out_shape, timesteps, label, needs) -> None:
         params = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
         device = params.device if params is not None else torch.device("cpu")
         dtype = params.dtype if params is not None else torch.get_default_dtype()
+        t = schedule.network_time(schedule.times(schedule.timesteps, 1, device))
+        extra = (torch.full((1,), conditioning.null, device=device),) if conditioning.active else ()
         with torch.no_grad():
-            out = model(torch.zeros(in_shape, device=device, dtype=dtype), torch.full((1,), timesteps, device=device))
+            out = model(torch.zeros(in_shape, device=device, dtype=dtype), t, *extra)
     finally:
         if training:
             model.train()

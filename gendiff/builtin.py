@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import parameterizations, samplers, schedules, variances, weightings
+from . import parameterizations, samplers, schedules, time_samplers, variances, weightings
 from .backbones import UNet
 from .datasets import CIFAR10, Digits, ImageFolder
 from .hookspecs import hookimpl
@@ -10,7 +10,8 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def gendiff_register_schedules():
-    return [schedules.LinearSchedule, schedules.CosineSchedule, schedules.QuadraticSchedule, schedules.MaskingSchedule]
+    return [schedules.LinearSchedule, schedules.CosineSchedule, schedules.QuadraticSchedule, schedules.VPCosine,
+            schedules.VPLinear, schedules.MaskingSchedule]
 
 
 @hookimpl
@@ -33,7 +34,8 @@ def gendiff_register_variances():
 
 @hookimpl
 def gendiff_register_weightings():
-    return [weightings.Simple, weightings.VLB, weightings.MeanMSE, weightings.Hybrid, weightings.MaskedCE]
+    return [weightings.Simple, weightings.VLB, weightings.MeanMSE, weightings.Hybrid, weightings.MinSNR, weightings.P2,
+            weightings.MaskedCE]
 
 
 @hookimpl
@@ -44,6 +46,11 @@ def gendiff_register_backbones():
 @hookimpl
 def gendiff_register_samplers():
     return [samplers.Ancestral, samplers.DDIM, samplers.Respaced, samplers.DPMSolverPP]
+
+
+@hookimpl
+def gendiff_register_time_samplers():
+    return [time_samplers.Uniform, time_samplers.LossSecondMoment]
 
 
 @hookimpl

@@ -28,6 +28,7 @@ FAMILIES = (
     "weighting",
     "backbone",
     "sampler",
+    "time_sampler",
     "dataset",
 )
 
@@ -108,10 +109,13 @@ def construct(cls: type, family: str, args: Mapping[str, Any], **context: Any) -
         raise ComponentConfigError(f"{family} '{getattr(cls, 'name', cls.__name__)}': {exc}") from None
 
 
-def constructor_defaults(cls: type) -> dict[str, Any]:
-    """The default value of every recipe-settable constructor argument (TOML-friendly)."""
+def constructor_defaults(cls: type, context: Iterable[str] = ()) -> dict[str, Any]:
+    """The default value of every recipe-settable constructor argument (TOML-friendly); the
+    ``context`` arguments, which gendiff supplies, are left out."""
     out = {}
     for p in inspect.signature(cls).parameters.values():
+        if p.name in context:
+            continue
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty and p.default is not None:
             out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
     return out

@@ -1,5 +1,6 @@
 """The typed tables of a recipe that belong to the run rather than to a component:
-``[train]`` (:class:`TrainConfig`) and ``[eval]`` (:class:`EvalConfig`).
+``[train]`` (:class:`TrainConfig`), ``[eval]`` (:class:`EvalConfig`) and ``[conditioning]``
+(:class:`ConditioningConfig`).
 
 Each field has a type, a default and a comment; :func:`validate_table` checks a TOML table
 against a config class and reports every problem with its TOML path. The defaults are the
@@ -50,8 +51,19 @@ class EvalConfig:
     nll_examples: int = 256  #: test examples for the bits/dim bound
 
 
+@dataclass
+class ConditioningConfig:
+    """``[conditioning]``: class labels and classifier-free guidance (Ho & Salimans 2022)."""
+
+    labels: bool = False  #: condition on the dataset's class labels (it must provide them)
+    label_dropout: float = 0.0  #: training probability of the null label (p_uncond; the paper: 0.1 or 0.2)
+    guidance: float = 0.0  #: default guidance weight w for sampling: (1 + w) eps(x, c) - w eps(x, null)
+
+
 CHOICES = {("train", "precision"): PRECISIONS, ("train", "device"): DEVICES, ("eval", "fid_reference"): ("train", "test")}
-NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints", "seed"}
+NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints", "seed", "label_dropout",
+                "guidance"}
+BELOW_ONE = {"ema_decay", "label_dropout"}
 
 
 def type_label(tp: Any) -> str:
@@ -106,11 +118,23 @@ def validate_table(cls: type, table: str, values: Mapping[str, Any], problems: l
             bound = ">= 0" if key in NON_NEGATIVE else "> 0"
             problems.append(f"{path}: must be {bound}, got {value!r}")
             continue
-        if key == "ema_decay" and value >= 1:
+        if key in BELOW_ONE and value >= 1:
             problems.append(f"{path}: must be < 1, got {value!r}")
             continue
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def check_conditioning(config: ConditioningConfig, problems: list[str]) -> None:
+    """The checks of ``[conditioning]`` that relate its keys to each other."""
+    if not config.labels:
+        for key in ("label_dropout", "guidance"):
+            if getattr(config, key):
+                problems.append(f"conditioning.{key}: needs conditioning.labels = true (an unconditional model has "
+                                f"no labels to drop or to guide)")
+    elif config.guidance and not config.label_dropout:
+        problems.append("conditioning.guidance: guidance needs the null label, which is only learned with "
+                        "conditioning.label_dropout > 0 (e.g. 0.1)")
 
 
 def to_table(config) -> dict[str, Any]:

@@ -1,58 +1,36 @@
 """The composed model: a diffusion assembled from one component of each family.
 
 :class:`Diffusion` implements the paper's quantities by delegating to its components; it never
-asks a component what kind it is. Every term of the bound, for every recipe, is computed here
-the same way:
+asks a component what kind it is. The forward process and time belong to the schedule, the
+network's output is read by the parameterization and the variance, the bound is
+:mod:`gendiff.bound`, Algorithm 1's objective :mod:`gendiff.objective`, and sampling the sampler's.
 
-    L = L_T + sum_{t=2}^{T} L_{t-1} + L_0                                        (eq. 5)
-    L_T     = schedule.prior_kl(x0)                       KL(q(x_T|x0) || p(x_T))
-    L_{t-1} = schedule.q_posterior(x0, x_t, t).kl(p)      KL(q(x_{t-1}|x_t,x0) || p_theta(x_{t-1}|x_t))
-    L_0     = p.nll(x0, K) at t = 1                       -log p_theta(x0|x1), eq. 13
+Conditioning (:mod:`gendiff.conditioning`): a conditional model's network also sees labels
+``cond``; :meth:`Diffusion.conditioned` gives a view of the model with labels and a guidance
+weight fixed, which is what samplers receive, so classifier-free guidance is applied in one
+place (:meth:`Diffusion.network`) for every sampler.
 
-where p = variance.transition(parameterization.predict(backbone(x_t, t)), ...).
-
-Time convention: every method takes the paper's t in {1..T} as an integer tensor of shape (B,).
-Data are on the paper's scale [-1, 1] (K levels: x = 2k/(K-1) - 1).
+Time convention: the schedule's (the paper's t in {1..T} as an integer tensor (B,) for a
+discrete schedule; t in (0, 1] for a continuous one). Data are on the paper's scale [-1, 1]
+(K levels: x = 2k/(K-1) - 1).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
+from .bound import NLL, BoundMixin, BoundTerm, sum_flat
+from .conditioning import Conditioning
+from .objective import ObjectiveMixin
 from .parameterizations import Prediction
-from .weightings import LossTerms
+from .time_samplers import Uniform
 
-
-def sum_flat(x: Tensor) -> Tensor:
-    """Sum over every dimension except the batch: (B, ...) -> (B,)."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
-
-
-@dataclass
-class NLL:
-    """The bound of eq. 5 per example, in bits per dimension.
-
-    ``prior``: L_T, shape (B,). ``terms``: shape (B, T); column t - 1 holds the term of paper
-    time t, i.e. L_{t-1} (column 0 is the decoder term L_0 of eq. 13).
-    """
-
-    prior: Tensor
-    terms: Tensor
-
-    @property
-    def decoder(self) -> Tensor:
-        """L_0 = -log p_theta(x0 | x1) in bits/dim, shape (B,)."""
-        return self.terms[:, 0]
-
-    @property
-    def total(self) -> Tensor:
-        """The whole bound L_T + sum_{t>1} L_{t-1} + L_0 in bits/dim, shape (B,)."""
-        return self.prior + self.terms.sum(dim=1)
+__all__ = ["Diffusion", "NLL", "BoundTerm", "ReverseStep", "sum_flat"]
 
 
 @dataclass
@@ -63,44 +41,31 @@ class ReverseStep:
     prediction: Prediction
 
 
-@dataclass
-class BoundTerm:
-    """Paper time t, the draw x_t ~ q(x_t | x0), the prediction at it, and L_{t-1} in nats (B,)."""
-
-    t: int
-    x_t: Tensor
-    prediction: Prediction
-    nats: Tensor
-
-
-class Diffusion(nn.Module):
+class Diffusion(BoundMixin, ObjectiveMixin, nn.Module):
     """A diffusion model composed of a schedule, a parameterization, a variance, a loss
-    weighting, a backbone and a sampler (see :func:`gendiff.build`).
+    weighting, a backbone, a sampler and a time sampler (see :func:`gendiff.build`).
 
     Args:
         schedule, parameterization, variance, weighting, sampler: component instances.
-        backbone: the network, ``backbone(x, t) -> output`` (an ``nn.Module`` or any callable).
+        backbone: the network, ``backbone(x, t) -> output``, or ``backbone(x, t, cond)`` for a
+            conditional model (an ``nn.Module`` or any callable).
         data_shape: (C, H, W) of one example.
         levels: K, the number of discrete data levels (the decoder's bins follow it).
+        time_sampler: how training draws t (default: uniform, Algorithm 1).
+        conditioning: the class conditioning (default: none).
     """
 
-    def __init__(
-        self,
-        schedule,
-        parameterization,
-        variance,
-        weighting,
-        sampler,
-        backbone: nn.Module | Callable[[Tensor, Tensor], Tensor],
-        data_shape: tuple[int, int, int],
-        levels: int = 256,
-    ):
+    def __init__(self, schedule, parameterization, variance, weighting, sampler,
+                 backbone: nn.Module | Callable[..., Tensor], data_shape: tuple[int, int, int], levels: int = 256,
+                 time_sampler=None, conditioning: Conditioning | None = None):
         super().__init__()
         self.schedule = schedule
         self.parameterization = parameterization
         self.variance = variance
         self.weighting = weighting
         self.sampler = sampler
+        self.time_sampler = time_sampler or Uniform()
+        self.conditioning = conditioning or Conditioning()
         self.backbone = backbone
         self.data_shape = tuple(int(d) for d in data_shape)
         self.levels = int(levels)
@@ -110,18 +75,34 @@ class Diffusion(nn.Module):
             parameterization.out_channels(channels, self.levels),
             variance.out_channels(channels),
         )
+        self.cond: Tensor | None = None  #: the labels of a conditioned view (see :meth:`conditioned`)
+        self.guidance = 0.0  #: the guidance weight of a conditioned view
 
     def with_backbone(self, backbone) -> "Diffusion":
         """The same composed model around another network (e.g. the EMA weights)."""
         twin = Diffusion(self.schedule, self.parameterization, self.variance, self.weighting, self.sampler,
-                         backbone, self.data_shape, self.levels)
+                         backbone, self.data_shape, self.levels, self.time_sampler, self.conditioning)
         twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("recipe", "dataset")})
         return twin
+
+    def conditioned(self, cond, guidance: float | None = None) -> "Diffusion":
+        """A view of this model whose network always sees the labels ``cond`` (B,) (or one
+        label for every example) with classifier-free guidance weight ``guidance`` (default: the
+        recipe's ``[conditioning] guidance``; 0 is the plain conditional model). Samplers and
+        analyses take the view as their model, unchanged."""
+        view = self.with_backbone(self.backbone)
+        view.cond = self.conditioning.labels(cond, device=self.device)
+        view.guidance = self.conditioning.check_guidance(guidance)
+        return view
+
+    def checked_labels(self, cond, batch: int, device=None) -> Tensor | None:
+        """``cond`` checked against this model's conditioning (None passes as None)."""
+        return None if cond is None else self.conditioning.labels(cond, batch, device)
 
     # -- small helpers -----------------------------------------------------------------------
     @property
     def timesteps(self) -> int:
-        """T, the number of diffusion steps."""
+        """T, the number of diffusion steps (of the schedule's grid)."""
         return self.schedule.timesteps
 
     @property
@@ -134,21 +115,21 @@ class Diffusion(nn.Module):
         param = next(self.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
 
-    @staticmethod
-    def time(t: int, batch: int, device=None) -> Tensor:
-        """The paper's time ``t`` (an int in {1..T}) repeated for a batch: LongTensor (batch,)."""
-        return torch.full((batch,), int(t), dtype=torch.long, device=device)
+    def time(self, t: int, batch: int, device=None) -> Tensor:
+        """Grid step ``t`` in {1..T} as the schedule's time, repeated for a batch: the paper's t
+        as a LongTensor (discrete schedules) or t / T in float64 (continuous)."""
+        return self.schedule.times(t, batch, device)
 
     # -- the forward process (delegated to the schedule) ---------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
-        """x_t ~ q(x_t | x0) (eq. 4); ``noise`` defaults to fresh randomness; t in {1..T}."""
+        """x_t ~ q(x_t | x0) (eq. 4); ``noise`` defaults to fresh randomness."""
         if noise is None:
             noise = self.schedule.noise_like(x0)
         return self.schedule.q_sample(x0, t, noise)
 
     def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean, variance) of q(x_{t-1} | x_t, x0) (eqs. 6, 7); t in {1..T}. At t = 1 the
-        variance follows the official code's clipped value (see :meth:`GaussianSchedule.q_posterior`)."""
+        """(mean, variance) of q(x_{t-1} | x_t, x0) (eqs. 6, 7). At t = 1 the variance follows
+        the official code's clipped value (see :meth:`GaussianSchedule.q_posterior`)."""
         q = self.schedule.q_posterior(x0, x_t, t)
         return q.mean, q.variance
 
@@ -157,120 +138,66 @@ class Diffusion(nn.Module):
         return self.schedule.prior_sample(tuple(shape), generator=generator, device=self.device)
 
     # -- the reverse process -----------------------------------------------------------------
-    def network(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Run the backbone; return (the parameterization's output, the variance's output or None)."""
-        out = self.backbone(self.schedule.model_input(x_t, t), t)
+    def network(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Run the backbone; return (the parameterization's output, the variance's output or None).
+
+        ``cond`` (B,) overrides a conditioned view's labels. With a guidance weight w > 0 the
+        network runs on the labels and on the null label in one doubled batch, and the
+        parameterization's output is (1 + w) out(c) - w out(null) (:meth:`Conditioning.guide`);
+        the variance's output is the conditional one."""
+        cond = self.cond if cond is None else cond
+        x_in, t_in = self.schedule.model_input(x_t, t), self.schedule.network_time(t)
+        if cond is None:
+            return self._split(self.backbone(x_in, t_in))
+        cond = cond.expand(x_t.shape[0]) if len(cond) == 1 else cond
+        if not self.guidance:
+            return self._split(self.backbone(x_in, t_in, cond))
+        null = torch.full_like(cond, self.conditioning.null)
+        both = self.backbone(torch.cat([x_in, x_in]), torch.cat([t_in, t_in]), torch.cat([cond, null]))
+        (head, var), (head_null, _) = (self._split(half) for half in both.chunk(2))
+        return self.conditioning.guide(head, head_null, self.guidance), var
+
+    def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.output_split[1] == 0:
             return out, None
         head, var = torch.split(out, self.output_split, dim=1)
         return head, var
 
-    def predict(self, x_t: Tensor, t: Tensor, clip_x0: bool = False) -> Prediction:
-        """The network's prediction (x0_hat, eps_hat, mu_theta) at x_t; t in {1..T}."""
-        head, _ = self.network(x_t, t)
+    def predict(self, x_t: Tensor, t: Tensor, clip_x0: bool = False, cond=None) -> Prediction:
+        """The network's prediction (x0_hat, eps_hat, mu_theta) at x_t."""
+        head, _ = self.network(x_t, t, cond)
         return self.parameterization.predict(head, x_t, t, self.schedule, clip_x0=clip_x0)
 
-    def reverse_step(self, x_t: Tensor, t: Tensor, clip_x0: bool = False) -> ReverseStep:
+    def reverse_step(self, x_t: Tensor, t: Tensor, clip_x0: bool = False, cond=None) -> ReverseStep:
         """One network evaluation at x_t: the reverse distribution p_theta(x_{t-1} | x_t) (eq. 1)
-        together with the prediction it came from; t in {1..T}."""
-        head, var = self.network(x_t, t)
+        together with the prediction it came from."""
+        head, var = self.network(x_t, t, cond)
         pred = self.parameterization.predict(head, x_t, t, self.schedule, clip_x0=clip_x0)
         return ReverseStep(self.variance.transition(pred, var, x_t, t, self.schedule), pred)
 
-    def p_transition(self, x_t: Tensor, t: Tensor, clip_x0: bool = False):
-        """p_theta(x_{t-1} | x_t) as a distribution (eq. 1); t in {1..T}."""
-        return self.reverse_step(x_t, t, clip_x0).p
+    def p_transition(self, x_t: Tensor, t: Tensor, clip_x0: bool = False, cond=None):
+        """p_theta(x_{t-1} | x_t) as a distribution (eq. 1)."""
+        return self.reverse_step(x_t, t, clip_x0, cond).p
 
-    def p_mean_variance(self, x_t: Tensor, t: Tensor, clip_x0: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """(mean, variance, x0_hat) of p_theta(x_{t-1} | x_t); t in {1..T}."""
-        step = self.reverse_step(x_t, t, clip_x0)
+    def p_mean_variance(self, x_t: Tensor, t: Tensor, clip_x0: bool = False, cond=None) -> tuple[Tensor, Tensor, Tensor]:
+        """(mean, variance, x0_hat) of p_theta(x_{t-1} | x_t)."""
+        step = self.reverse_step(x_t, t, clip_x0, cond)
         return step.p.mean, step.p.variance, step.prediction.x0
-
-    # -- the bound ---------------------------------------------------------------------------
-    def bound_term(self, x0: Tensor, x_t: Tensor, t: Tensor, p) -> Tensor:
-        """L_{t-1} per example, in nats: KL(q(x_{t-1}|x_t,x0) || p) for t > 1 and the
-        decoder term -log p(x0|x1) (eq. 13) for t = 1. Shape (B,)."""
-        kl = sum_flat(self.schedule.q_posterior(x0, x_t, t).kl(p))
-        decoder = sum_flat(p.nll(x0, self.levels))
-        return torch.where(t == 1, decoder, kl)
-
-    @torch.no_grad()
-    def bound_terms(self, x0: Tensor, generator: torch.Generator | None = None) -> Iterator[BoundTerm]:
-        """For t = 1..T: one draw x_t ~ q(x_t | x0) per example (as the official
-        ``calc_bpd_loop``), the reverse step at it, and L_{t-1} per example in nats (closed form).
-        :meth:`nll_bpd` sums these; the rate-distortion analysis also reads the predictions."""
-        batch = x0.shape[0]
-        for t in range(1, self.timesteps + 1):
-            tt = self.time(t, batch, x0.device)
-            x_t = self.schedule.q_sample(x0, tt, self.schedule.noise_like(x0, generator))
-            step = self.reverse_step(x_t, tt)
-            yield BoundTerm(t, x_t, step.prediction, self.bound_term(x0, x_t, tt, step.p))
-
-    @torch.no_grad()
-    def nll_bpd(self, x0: Tensor, generator: torch.Generator | None = None) -> NLL:
-        """The bound of eq. 5 per example in bits/dim, with its breakdown (L_T, each L_{t-1}, L_0).
-
-        One draw x_t ~ q(x_t | x0) per example and per t; every term is then closed form.
-        Costs T network evaluations per batch."""
-        scale = 1.0 / (self.dims * math.log(2.0))
-        prior = sum_flat(self.schedule.prior_kl(x0)) * scale
-        terms = torch.empty(x0.shape[0], self.timesteps, dtype=x0.dtype, device=x0.device)
-        for term in self.bound_terms(x0, generator):
-            terms[:, term.t - 1] = term.nats * scale
-        return NLL(prior, terms)
-
-    # -- training (Algorithm 1) ----------------------------------------------------------------
-    def loss_terms(self, x0: Tensor, generator: torch.Generator | None = None,
-                   share: tuple[int, int] = (0, 1)) -> LossTerms:
-        """Algorithm 1's draws for a batch: t ~ U{1..T}, noise, x_t, and the network's answer.
-
-        ``share = (rank, world)``: ``x0`` holds rows ``rank::world`` of a global batch of
-        ``world * len(x0)`` examples (data-parallel training); t and the noise are drawn for the
-        global batch and this share's rows kept, so the draws do not depend on ``world``."""
-        rank, world = share
-        batch = x0.shape[0] * world
-        t = torch.randint(1, self.timesteps + 1, (batch,), generator=generator, device=x0.device)[rank::world]
-        shape = x0.new_empty((batch, *x0.shape[1:])) if world > 1 else x0
-        noise = self.schedule.noise_like(shape, generator)[rank::world]
-        x_t = self.schedule.q_sample(x0, t, noise)
-        head, var = self.network(x_t, t)
-        pred = self.parameterization.predict(head, x_t, t, self.schedule)
-        scale = 1.0 / self.dims
-
-        def bound_fn(prediction: Prediction) -> Tensor:
-            p = self.variance.transition(prediction, var, x_t, t, self.schedule)
-            prior = sum_flat(self.schedule.prior_kl(x0))
-            return (prior + self.timesteps * self.bound_term(x0, x_t, t, p)) * scale
-
-        return LossTerms(
-            x0=x0,
-            t=t,
-            noise=noise,
-            x_t=x_t,
-            output=head,
-            prediction=pred,
-            var_output=var,
-            target_fn=lambda: self.parameterization.target(x0, noise, x_t, t, self.schedule),
-            bound_fn=bound_fn,
-            posterior_mean_fn=lambda: self.schedule.q_posterior(x0, x_t, t).mean,
-            transition_fn=lambda: self.variance.transition(pred, var, x_t, t, self.schedule),
-        )
-
-    def training_loss(self, x0: Tensor, generator: torch.Generator | None = None,
-                      share: tuple[int, int] = (0, 1)) -> Tensor:
-        """The recipe's training loss for a batch x0 in [-1, 1] (Algorithm 1), a scalar
-        (``share``: see :meth:`loss_terms`)."""
-        return self.weighting.loss(self.loss_terms(x0, generator, share)).mean()
 
     # -- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        sampler=None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Tensor:
-        """``n`` samples x0 in [-1, 1], shape (n, C, H, W), drawn with the recipe's sampler
-        (or ``sampler``)."""
-        return (sampler or self.sampler).sample(self, (n, *self.data_shape), generator, progress)
+    def sample(self, n: int, generator: torch.Generator | None = None, sampler=None,
+               progress: Callable[[int, int], None] | None = None, cond=None,
+               guidance: float | None = None) -> Tensor:
+        """``n`` samples x0 in [-1, 1], shape (n, C, H, W), drawn with the recipe's sampler (or
+        ``sampler``). A conditional model samples classes ``cond`` (default: 0, 1, ..., K-1 in
+        turn) with guidance weight ``guidance`` (default: the recipe's)."""
+        model = self
+        if self.conditioning.active:
+            labels = self.conditioning.default_labels(n) if cond is None else cond
+            model = self.conditioned(self.conditioning.labels(labels, n), guidance)
+        elif cond is not None:
+            self.conditioning.labels(cond)  # raises: this model takes no labels
+        elif guidance:
+            self.conditioning.check_guidance(guidance)  # raises: guidance needs a conditional model
+        return (sampler or self.sampler).sample(model, (n, *self.data_shape), generator, progress)

@@ -175,6 +175,33 @@ def gendiff_register_samplers() -> list[type]:
 
 
 @hookspec
+def gendiff_register_time_samplers() -> list[type]:
+    """Time samplers: how Algorithm 1 draws t for each training example.
+
+    Return subclasses of :class:`gendiff.time_samplers.TimeSampler`. ``sample`` returns the times
+    and importance weights (or None); ``update`` sees every step's global batch; the state in
+    ``state_dict`` is saved in every checkpoint, so a resumed run draws the same times::
+
+        import gendiff, torch
+        from gendiff.time_samplers import TimeSampler
+
+        class Stratified(TimeSampler):
+            '''One t per stratum: the batch's times cover {1..T} evenly (lower variance than
+            independent uniform draws; every t is still equally likely, so no weights).'''
+            name = "stratified"
+            requires = {"schedule": frozenset({"discrete-time"})}
+            def sample(self, batch, schedule, generator=None, device=None):
+                T = schedule.timesteps
+                u = (torch.arange(batch) + torch.rand(batch, generator=generator)) / batch
+                return (u * T).long().clamp(0, T - 1).to(device) + 1, None
+
+        @gendiff.hookimpl
+        def gendiff_register_time_samplers():
+            return [Stratified]
+    """
+
+
+@hookspec
 def gendiff_register_datasets() -> list[type]:
     """Datasets: discrete images with a known number of levels K.
 

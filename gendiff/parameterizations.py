@@ -18,8 +18,7 @@ paper's t in {1..T}, integer tensor of shape (B,).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields, replace
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,23 +27,35 @@ from .component import Component
 from .distributions import is_masked, levels_to_unit
 
 
-@dataclass
 class Prediction:
     """The network's prediction in every view the rest of gendiff needs.
 
     ``x0``: x0_hat (eq. 15); ``eps``: eps_hat; ``mean``: mu_theta(x_t, t), the reverse mean;
     ``logits``: per-level logits, for parameterizations of discrete reverse processes. A
     parameterization fills the views it provides (its ``provides`` tags) and leaves the rest None.
+    The mean may be given lazily (``mean_fn``): it is formed on first use, so training at times
+    where only the forward marginal is defined (a continuous schedule) never needs it.
     """
 
-    x0: Tensor
-    eps: Tensor | None = None
-    mean: Tensor | None = None
-    logits: Tensor | None = None
+    def __init__(self, x0: Tensor, eps: Tensor | None = None, mean: Tensor | None = None,
+                 logits: Tensor | None = None, *, mean_fn: Callable[[], Tensor] | None = None):
+        self.x0, self.eps, self.logits = x0, eps, logits
+        self._mean, self._mean_fn = mean, mean_fn
+
+    @property
+    def mean(self) -> Tensor | None:
+        if self._mean is None and self._mean_fn is not None:
+            self._mean, self._mean_fn = self._mean_fn(), None
+        return self._mean
 
     def detach(self) -> "Prediction":
         """The same prediction cut from the graph (no gradient flows back through it)."""
-        return replace(self, **{f.name: _detach(getattr(self, f.name)) for f in fields(self)})
+        return Prediction(_detach(self.x0), _detach(self.eps), None, _detach(self.logits),
+                          mean_fn=lambda: _detach(self.mean))
+
+    def __repr__(self) -> str:
+        views = [name for name in ("x0", "eps", "mean", "logits") if getattr(self, name) is not None]
+        return f"Prediction({', '.join(views)})"
 
 
 def _detach(value: Tensor | None) -> Tensor | None:
@@ -93,16 +104,22 @@ class GaussianParameterization(Parameterization):
         """mu_theta(x_t, t): by default the posterior mean mu~_t(x_t, x0_hat) of eq. 7."""
         return schedule.posterior_mean(x0, x_t, t)
 
+    def clipped_mean(self, output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, schedule) -> Tensor:
+        """The reverse mean when x0_hat is clipped to [-1, 1] (sampling only): mu~_t(x_t, clip(x0_hat))
+        of eq. 7, as the official sampler forms it from the clipped prediction."""
+        return schedule.posterior_mean(x0, x_t, t)
+
     def predict(self, output: Tensor, x_t: Tensor, t: Tensor, schedule, clip_x0: bool = False) -> Prediction:
-        """The network output in every view. With ``clip_x0`` (sampling only, never for
-        likelihoods) x0_hat is clipped to [-1, 1] and the mean and eps are re-derived from it,
-        as the official sampler does."""
+        """The network output in every view. With ``clip_x0`` (sampling, or the official clipped
+        bound) x0_hat is clipped to [-1, 1], eps is re-derived from it and the mean is
+        :meth:`clipped_mean`. The mean is formed lazily, on first use."""
         x0 = self.to_x0(output, x_t, t, schedule)
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-            return Prediction(x0, schedule.eps_from_x0(x_t, t, x0), schedule.posterior_mean(x0, x_t, t))
+            return Prediction(x0, schedule.eps_from_x0(x_t, t, x0),
+                              mean_fn=lambda: self.clipped_mean(output, x0, x_t, t, schedule))
         eps = self.to_eps(output, x_t, t, schedule)
-        return Prediction(x0, eps, self.to_mean(output, x0, x_t, t, schedule))
+        return Prediction(x0, eps, mean_fn=lambda: self.to_mean(output, x0, x_t, t, schedule))
 
 
 class EpsParameterization(GaussianParameterization):
@@ -143,9 +160,15 @@ class X0Parameterization(GaussianParameterization):
 
 class MeanParameterization(GaussianParameterization):
     """mu-prediction, the paper's baseline (Table 2): the network outputs mu_theta(x_t, t)
-    itself; x0_hat inverts eq. 7, x0 = (mu - coef_xt x_t) / coef_x0 (coef_x0 > 0 for all t)."""
+    itself; x0_hat inverts eq. 7, x0 = (mu - coef_xt x_t) / coef_x0 (coef_x0 > 0 for all t).
+
+    With ``clip_x0`` the mean stays the network's own and only the displayed x0_hat is clipped,
+    as in the official code (``_predict_xstart_from_xprev``, then clipping) and improved-diffusion
+    (``PREVIOUS_X``). Its target is eq. 7's posterior mean, one grid step back: a discrete-time
+    schedule is required."""
 
     name = "mu"
+    requires = {"schedule": frozenset({"gaussian", "discrete-time"})}
 
     def target(self, x0, noise, x_t, t, schedule):
         return schedule.posterior_mean(x0, x_t, t)
@@ -160,6 +183,9 @@ class MeanParameterization(GaussianParameterization):
 
     def to_mean(self, output, x0, x_t, t, schedule):
         return output
+
+    def clipped_mean(self, output, x0, x_t, t, schedule):
+        return output  # the network's mean; clipping changes only x0_hat (and the eps derived from it)
 
 
 class VParameterization(GaussianParameterization):

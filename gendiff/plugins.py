@@ -36,6 +36,7 @@ HOOKS = {
     "weighting": "gendiff_register_weightings",
     "backbone": "gendiff_register_backbones",
     "sampler": "gendiff_register_samplers",
+    "time_sampler": "gendiff_register_time_samplers",
     "dataset": "gendiff_register_datasets",
 }
 assert set(HOOKS) == set(FAMILIES)

@@ -33,20 +33,29 @@ except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib
 
 from .component import check_arguments, construct, constructor_defaults, same_kind, type_name
-from .config import EvalConfig, TrainConfig, to_table, validate_table
+from .config import ConditioningConfig, EvalConfig, TrainConfig, check_conditioning, to_table, validate_table
 from .errors import ComponentConfigError, GendiffError, RecipeError
 from .plugins import PluginSystem, plugin_system
 
 #: the component tables of a recipe, in build order
-COMPONENT_TABLES = ("schedule", "parameterization", "variance", "weighting", "sampler", "backbone")
-#: tables whose contents belong to the trainer and evaluation (validated by them)
-RUNTIME_TABLES = ("train", "eval")
+COMPONENT_TABLES = ("schedule", "parameterization", "variance", "weighting", "sampler", "time_sampler", "backbone")
+#: component tables a recipe may leave out, and the component they then name
+DEFAULT_COMPONENTS = {"time_sampler": "uniform"}
+#: tables of typed settings (validated by :mod:`gendiff.config`)
+RUNTIME_TABLES = ("train", "eval", "conditioning")
+CONFIGS = {"train": TrainConfig, "eval": EvalConfig, "conditioning": ConditioningConfig}
 #: provenance written by :func:`resolve` (accepted on input, informational)
 PROVENANCE_TABLE = "gendiff"
 KNOWN_TABLES = COMPONENT_TABLES + ("data",) + RUNTIME_TABLES + (PROVENANCE_TABLE,)
 DEFAULT_LEVELS = 256
 #: the backbone arguments gendiff supplies itself (see gendiff.backbones)
 BACKBONE_CONTEXT = ("in_channels", "out_channels", "image_size")
+
+
+def backbone_context(cls) -> tuple[str, ...]:
+    """The arguments gendiff supplies to a backbone class: :data:`BACKBONE_CONTEXT`, and
+    ``num_classes`` for a backbone that provides "class-labels" (0 for an unconditional recipe)."""
+    return BACKBONE_CONTEXT + (("num_classes",) if "class-labels" in getattr(cls, "provides", ()) else ())
 #: options of ``[data]`` that apply to every dataset (not passed to the dataset's constructor)
 DATA_OPTIONS: dict[str, Any] = {"flip": False}
 
@@ -124,13 +133,14 @@ class ComponentSpec:
 @dataclass
 class DataSpec:
     """``[data]``: a registered dataset (``name`` plus its arguments) or an explicit
-    ``shape = [C, H, W]`` and ``levels = K`` (default 256) for models built without data;
-    ``options`` are the dataset-independent :data:`DATA_OPTIONS` (``flip``)."""
+    ``shape = [C, H, W]``, ``levels = K`` (default 256) and ``num_classes`` (default 0) for
+    models built without data; ``options`` are the dataset-independent :data:`DATA_OPTIONS` (``flip``)."""
 
     name: str | None
     args: dict[str, Any]
     shape: tuple[int, int, int] | None = None
     levels: int | None = None
+    num_classes: int = 0
     options: dict[str, Any] = field(default_factory=lambda: dict(DATA_OPTIONS))
 
 
@@ -142,6 +152,7 @@ class Recipe:
     data: DataSpec
     train: TrainConfig
     eval: EvalConfig
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     source: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -162,7 +173,7 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
             if table in raw:
                 problems.append("backbone: an explicit model was given, so the recipe must not name a backbone")
             continue
-        value = raw.get(table)
+        value = raw.get(table, {"name": DEFAULT_COMPONENTS[table]} if table in DEFAULT_COMPONENTS else None)
         if value is None:
             problems.append(f"{table}: missing table [{table}] (with at least name = \"...\")")
             continue
@@ -176,17 +187,18 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
         components[table] = ComponentSpec(name, {k: v for k, v in value.items() if k != "name"})
     data = _parse_data(raw.get("data"), problems)
     configs = {}
-    for table, cls in (("train", TrainConfig), ("eval", EvalConfig)):
+    for table, cls in CONFIGS.items():
         value = raw.get(table, {})
         if not isinstance(value, Mapping):
             problems.append(f"{table}: expected a table, got {type_name(value)}")
             value = {}
         configs[table] = validate_table(cls, table, value, problems)
+    check_conditioning(configs["conditioning"], problems)
     if not isinstance(raw.get(PROVENANCE_TABLE, {}), Mapping):
         problems.append(f"{PROVENANCE_TABLE}: expected a table (written by gendiff), got {type_name(raw[PROVENANCE_TABLE])}")
     if problems:
         raise RecipeError(problems, source)
-    return Recipe(components, data, configs["train"], configs["eval"], source, dict(raw))
+    return Recipe(components, data, configs["train"], configs["eval"], configs["conditioning"], source, dict(raw))
 
 
 def _parse_data(value: Any, problems: list[str]) -> DataSpec:
@@ -200,14 +212,14 @@ def _parse_data(value: Any, problems: list[str]) -> DataSpec:
         name = value["name"]
         if not isinstance(name, str) or not name:
             problems.append(f"data.name: expected the registry name of a dataset (a string), got {_show(name)}")
-        for key in ("shape", "levels"):
+        for key in ("shape", "levels", "num_classes"):
             if key in value:
                 problems.append(f"data.{key}: given by the dataset '{name}'; remove it or remove data.name")
         args = {k: v for k, v in value.items() if k != "name" and k not in DATA_OPTIONS}
         return DataSpec(name if isinstance(name, str) else None, args, options=_data_options(value, problems))
-    unknown = [k for k in value if k not in ("shape", "levels")]
+    unknown = [k for k in value if k not in ("shape", "levels", "num_classes")]
     for key in unknown:
-        problems.append(f"data.{key}: unknown key; without a dataset name [data] takes shape and levels")
+        problems.append(f"data.{key}: unknown key; without a dataset name [data] takes shape, levels and num_classes")
     shape = value.get("shape")
     ok_shape = (
         isinstance(shape, (list, tuple))
@@ -219,7 +231,11 @@ def _parse_data(value: Any, problems: list[str]) -> DataSpec:
     levels = value.get("levels", DEFAULT_LEVELS)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         problems.append(f"data.levels: expected an integer K >= 2, got {_show(levels)}")
-    return DataSpec(None, {}, tuple(shape) if ok_shape else None, levels)
+    classes = value.get("num_classes", 0)
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 0 <= classes <= 1_000_000:
+        problems.append(f"data.num_classes: expected an integer from 0 (no labels) to 1,000,000, got {_show(classes)}")
+        classes = 0
+    return DataSpec(None, {}, tuple(shape) if ok_shape else None, levels, classes)
 
 
 def _data_options(value: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
@@ -246,7 +262,7 @@ def instantiate(recipe: Recipe, system: PluginSystem | None = None):
             continue
         try:
             if table == "backbone":
-                check_arguments(cls, table, spec.args, BACKBONE_CONTEXT)
+                check_arguments(cls, table, spec.args, backbone_context(cls))
                 objects[table] = cls
             else:
                 objects[table] = construct(cls, table, spec.args)
@@ -289,7 +305,8 @@ def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginS
         obj = objects.get(table)
         args = dict(spec.args)
         if obj is not None:
-            args = {**constructor_defaults(type(obj)), **args}
+            context = backbone_context(type(obj)) if table == "backbone" else ()
+            args = {**constructor_defaults(type(obj), context), **args}
         out[table] = {"name": spec.name, **args}
         plugins[table] = _provenance(system, table, spec.name)
     data: dict[str, Any] = {}
@@ -297,11 +314,11 @@ def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginS
         data = {"name": recipe.data.name, **constructor_defaults(type(dataset)), **recipe.data.args}
         plugins["data"] = _provenance(system, "dataset", recipe.data.name)
     else:
-        data = {"shape": list(recipe.data.shape), "levels": recipe.data.levels}
+        data = {"shape": list(recipe.data.shape), "levels": recipe.data.levels, "num_classes": recipe.data.num_classes}
     data.update(recipe.data.options)
     out["data"] = data
-    out["train"] = to_table(recipe.train)
-    out["eval"] = to_table(recipe.eval)
+    for table in CONFIGS:
+        out[table] = to_table(getattr(recipe, table))
     out[PROVENANCE_TABLE] = {"version": __version__, "plugins": plugins}
     return out
 

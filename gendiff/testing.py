@@ -35,6 +35,7 @@ __all__ = [
     "check_backbone",
     "check_sampler",
     "check_dataset",
+    "check_time_sampler",
     "tiny_model",
     "testing_plugin_system",
     "TinyConv",
@@ -59,11 +60,13 @@ def _batch(dtype=torch.float64, shape=(6, 2, 4, 4), seed=0):
     return x0, noise, g
 
 
-def _times(T: int, n: int) -> Tensor:
-    """n times spread over {1..T}, always including 1, 2 and T."""
-    ts = torch.linspace(1, T, n).round().long()
-    ts[0], ts[1], ts[-1] = 1, min(2, T), T
-    return ts
+def _times(schedule, n: int) -> Tensor:
+    """n of the schedule's grid times, spread over steps {1..T} and always including steps 1, 2
+    and T, in the schedule's convention (integers, or i / T for a continuous schedule)."""
+    T = schedule.timesteps
+    steps = torch.linspace(1, T, n).round().long()
+    steps[0], steps[1], steps[-1] = 1, min(2, T), T
+    return torch.stack([schedule.times(int(i), 1)[0] for i in steps])
 
 
 # -- schedules ---------------------------------------------------------------------------------
@@ -77,7 +80,8 @@ def check_schedule(schedule, data_shape=(2, 4, 4), levels: int = 256) -> None:
     T = schedule.timesteps
     assert isinstance(T, int) and T >= 1, f"timesteps must be a positive int, got {T!r}"
     x0, noise, g = _batch()
-    t = _times(T, x0.shape[0])
+    t = _times(schedule, x0.shape[0])
+    _check_time(schedule)
     for dtype in (torch.float32, torch.float64):
         xt = schedule.q_sample(x0.to(dtype), t, schedule.noise_like(x0.to(dtype), g))
         assert xt.shape == x0.shape and xt.dtype == dtype, "q_sample must keep shape and dtype"
@@ -107,6 +111,47 @@ def check_schedule(schedule, data_shape=(2, 4, 4), levels: int = 256) -> None:
     expect = schedule.at("abar_prev", t, x0).sqrt() * x0
     _close(mean64, expect, "eq. 7 with noise-free x_t", rtol=1e-10, atol=1e-12)
     _close(mean32, mean64, "float32 vs float64 posterior mean", rtol=1e-4, atol=1e-5)
+
+
+def _check_time(schedule) -> None:
+    """The time contract: grid times in the schedule's convention, uniform draws inside its range,
+    fractional times refused by a discrete schedule; for Gaussian schedules a log-SNR that falls
+    with t, agrees with the tables on the grid and is inverted by ``time_from_log_snr``."""
+    from .schedules import TimeError
+
+    T, g = schedule.timesteps, torch.Generator().manual_seed(0)
+    last = schedule.times(T, 3)
+    assert last.shape == (3,) and last.is_floating_point() == schedule.continuous, "times(): the time's dtype"
+    draws = schedule.uniform_time(4096, g)
+    if schedule.continuous:
+        assert draws.dtype == torch.float64 and bool(((draws > 0) & (draws <= 1)).all()), "draws must lie in (0, 1]"
+        assert float(last[0]) == 1.0, "grid step T must be t = 1"
+    else:
+        assert not draws.is_floating_point() and int(draws.min()) == 1 and int(draws.max()) == T, "draws: 1..T"
+        try:
+            schedule.q_sample(torch.zeros(1, 2, 4, 4), torch.tensor([1.5]), torch.zeros(1, 2, 4, 4))
+        except TimeError:
+            pass
+        else:
+            raise AssertionError("a discrete schedule must refuse a fractional time, not truncate it")
+    if "gaussian" not in schedule.provides:
+        return
+    steps = torch.arange(1, T + 1)
+    grid = torch.stack([schedule.times(int(i), 1)[0] for i in steps])
+    lam = schedule.log_snr(grid)
+    assert lam.dtype == torch.float64 and bool((lam[1:] < lam[:-1]).all()), "log-SNR must fall with t"
+    _close(lam, schedule.tables["log_snr"][1:], "log-SNR on the grid vs the tables", rtol=1e-9, atol=1e-9)
+    alpha, sigma = schedule.alpha_sigma(grid)
+    _close(alpha**2 + sigma**2, torch.ones_like(alpha), "alpha_t^2 + sigma_t^2 = 1 (variance preserving)")
+    _close(schedule.snr(grid), alpha**2 / sigma**2, "SNR = alpha^2 / sigma^2", rtol=1e-9)
+    back = schedule.time_from_log_snr(lam)
+    _close(back.double(), grid.double(), "time_from_log_snr inverts log_snr on the grid", rtol=1e-7, atol=1e-9)
+    if schedule.continuous:
+        between = (grid[:-1] + grid[1:]) / 2
+        lam_between = schedule.log_snr(between)
+        assert bool(((lam_between < lam[:-1]) & (lam_between > lam[1:])).all()), "log-SNR between grid times"
+        _close(schedule.time_from_log_snr(lam_between), between, "time_from_log_snr between grid times",
+               rtol=1e-7, atol=1e-9)
 
 
 def _check_masking(schedule, x0, g) -> None:
@@ -142,7 +187,7 @@ def check_parameterization(param, schedule=None) -> None:
     schedule = schedule or LinearSchedule()
     x0, noise, _ = _batch()
     assert param.out_channels(x0.shape[1], 256) >= 1, "out_channels must be positive"
-    t = _times(schedule.timesteps, x0.shape[0])
+    t = _times(schedule, x0.shape[0])
     xt = schedule.q_sample(x0, t, noise)
     target = param.target(x0, noise, xt, t, schedule)
     assert target.shape == x0.shape, "target must be shaped like x0"
@@ -155,7 +200,13 @@ def check_parameterization(param, schedule=None) -> None:
     _close(pred32.mean, pred.mean, f"{param.name}: float32 vs float64 mean", rtol=1e-3, atol=1e-4)
     clipped = param.predict(target * 50, xt, t, schedule, clip_x0=True)
     assert clipped.x0.abs().max() <= 1.0, "clip_x0 must clip x0_hat to [-1, 1]"
-    _close(clipped.mean, schedule.posterior_mean(clipped.x0, xt, t), "clipped mean = mu~_t(x_t, clip(x0_hat))")
+    _close(clipped.eps, schedule.eps_from_x0(xt, t, clipped.x0), "clipped eps = eps(x_t, clip(x0_hat))")
+    unclipped = param.predict(target * 50, xt, t, schedule)
+    # the mean follows the clipped x0_hat (eq. 7), or, for a parameterization that predicts the
+    # mean itself, stays the network's own (the official code's mu convention)
+    from_x0 = torch.allclose(clipped.mean, schedule.posterior_mean(clipped.x0, xt, t), rtol=1e-5, atol=1e-6)
+    own = torch.allclose(clipped.mean, unclipped.mean, rtol=1e-5, atol=1e-6)
+    assert from_x0 or own, "clipped mean must be mu~_t(x_t, clip(x0_hat)) or the network's own mean"
 
 
 def _masked_batch(levels: int = 4, order: str = "raster", t: int = 5):
@@ -197,7 +248,7 @@ def check_variance(variance, schedule=None) -> None:
 
     schedule = schedule or LinearSchedule()
     x0, noise, g = _batch()
-    t = _times(schedule.timesteps, x0.shape[0])
+    t = _times(schedule, x0.shape[0])
     xt = schedule.q_sample(x0, t, noise)
     extra = variance.out_channels(x0.shape[1])
     assert isinstance(extra, int) and extra >= 0, "out_channels must be a non-negative int"
@@ -388,6 +439,35 @@ def check_sampler(sampler) -> None:
     assert bool(torch.isfinite(a).all()), "samples must be finite"
     assert torch.equal(a, b), "the same generator seed must give the same samples"
     assert not torch.equal(a, c), "different seeds must give different samples"
+
+
+# -- time samplers -------------------------------------------------------------------------------
+def check_time_sampler(sampler, timesteps: int = 20) -> None:
+    """Times in the schedule's range, reproducible from a seeded generator; importance weights
+    positive with mean 1 under the sampler's own draws (E_p[1 / (T p)] = 1: the objective stays
+    unbiased), also after it has learned from losses that differ by t; its state restores."""
+    import copy
+
+    from .schedules import LinearSchedule
+
+    schedule = LinearSchedule(timesteps=timesteps)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3 * timesteps):  # learn from losses growing with t (every t seen many times)
+        t, _ = sampler.sample(16, schedule, g)
+        sampler.update(t, t.double() ** 2 + torch.rand(16, generator=g, dtype=torch.float64))
+        sampler.update(torch.arange(1, timesteps + 1), torch.arange(1, timesteps + 1).double() ** 2)
+    twin = copy.deepcopy(sampler)
+    twin.load_state_dict(copy.deepcopy(sampler.state_dict()))
+    a, wa = sampler.sample(20_000, schedule, torch.Generator().manual_seed(1))
+    b, wb = twin.sample(20_000, schedule, torch.Generator().manual_seed(1))
+    assert a.shape == (20_000,) and not a.is_floating_point(), "times must be integers (B,) for a discrete schedule"
+    assert int(a.min()) >= 1 and int(a.max()) <= timesteps, "times must lie in 1..T"
+    assert torch.equal(a, b), "the same generator seed and state must give the same times"
+    if wa is not None:
+        assert wa.shape == a.shape and bool((wa > 0).all() & torch.isfinite(wa).all()), "weights must be > 0"
+        assert torch.equal(wa, wb), "the same state must give the same weights"
+        mean = float(wa.double().mean())
+        assert abs(mean - 1) < 0.05, f"importance weights must average 1 under the sampler's draws, got {mean:.3f}"
 
 
 # -- datasets ------------------------------------------------------------------------------------

@@ -79,6 +79,8 @@ class Learned(Variance):
 
     name = "learned"
     provides = frozenset({"gaussian", "learned"})
+    #: a fixed-target loss (simple, mse-mu) gives the variance head no gradient: it would never move
+    requires = {**Variance.requires, "weighting": frozenset({"trains-variance"})}
 
     def out_channels(self, data_channels: int) -> int:
         return data_channels
@@ -93,6 +95,7 @@ class LearnedRange(Variance):
 
     name = "learned-range"
     provides = frozenset({"gaussian", "learned"})
+    requires = Learned.requires
 
     def out_channels(self, data_channels: int) -> int:
         return data_channels

@@ -1,24 +1,31 @@
-"""Loss weightings: how one training example's loss is formed from its sampled timestep
-(eqs. 8, 12, 14 of the paper; Table 2's ablations; Improved DDPM's hybrid loss).
+"""Loss weightings: how one training example's loss is formed from its sampled time
+(eqs. 8, 12, 14 of the paper; Table 2's ablations; Improved DDPM's hybrid loss; min-SNR-gamma
+and P2, which weight by the schedule's signal-to-noise ratio).
 
 Interface: :class:`LossWeighting` with one method, ``loss(terms) -> (B,)``. ``terms`` is a
-:class:`LossTerms`: the sampled t, x0, noise, x_t and the network's prediction, plus the pieces
-a weighting combines, each computed only when asked for:
+:class:`LossTerms`: the sampled t, x0, noise, x_t and the network's prediction, the schedule and
+the parameterization, plus the pieces a weighting combines, each computed only when asked for:
 
 - :meth:`LossTerms.mse`: mean squared error between the network output and its
-  parameterization's target (eq. 14 for eps);
+  parameterization's target (eq. 14 for eps), or in another view: ``mse("x0")``,
+  ``mse("eps")``, ``mse("v")``;
+- :meth:`LossTerms.snr` and :meth:`LossTerms.log_snr`: SNR(t) = abar_t / (1 - abar_t) per example;
 - :meth:`LossTerms.bound`: an unbiased one-sample estimate of the whole variational bound
   (eq. 5), L_T + T * L_{t-1}, in nats per dimension, every term in closed form;
 - :meth:`LossTerms.mean_mse`: ||mu~_t - mu_theta||^2 per dimension (Table 2's unweighted MSE).
 
-Time convention: ``terms.t`` is the paper's t in {1..T}, drawn uniformly (Algorithm 1).
+How t is drawn is the time sampler's business (:mod:`gendiff.time_samplers`); its importance
+weights are applied by the composed model, not by the weighting. Time convention: ``terms.t`` is
+in the schedule's convention (the paper's t in {1..T} for a discrete schedule). Weightings that
+need the bound or the mean at the training times require a ``discrete-time`` schedule; those that
+train a learned variance provide ``trains-variance`` (a learned variance requires it).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 from torch import Tensor
 
@@ -50,14 +57,42 @@ class LossTerms:
     posterior_mean_fn: Callable[[], Tensor]
     #: ``transition_fn() ->`` the reverse distribution p_theta(x_{t-1} | x_t) (supplied by the model)
     transition_fn: Callable[[], object]
+    schedule: Any = None  #: the model's schedule (SNR, the views' coefficients)
+    parameterization: Any = None  #: the model's parameterization
+    cond: Tensor | None = None  #: the training labels after label dropout (None: unconditional)
+    #: the time sampler's importance weights (B,) or None; the model applies them, not the weighting
+    importance: Tensor | None = None
 
     @property
     def target(self) -> Tensor:
         return self.target_fn()
 
-    def mse(self) -> Tensor:
-        """mean_flat((target - output)^2), shape (B,): eq. 14 under the eps parameterization."""
-        return mean_flat((self.target - self.output) ** 2)
+    def snr(self) -> Tensor:
+        """SNR(t) = abar_t / (1 - abar_t) per example, shape (B,), in x0's dtype (Gaussian schedules)."""
+        return self.schedule.snr(self.t).to(self.x0.dtype)
+
+    def log_snr(self) -> Tensor:
+        """log SNR(t) per example, shape (B,), in x0's dtype (Gaussian schedules)."""
+        return self.schedule.log_snr(self.t).to(self.x0.dtype)
+
+    def mse(self, view: str | None = None) -> Tensor:
+        """Mean squared error per example, shape (B,): of the network output against its
+        parameterization's target (``view = None``; eq. 14 under eps), or between the truth and
+        the prediction in the view ``"x0"``, ``"eps"`` or ``"v"`` (v = alpha_t eps - sigma_t x0,
+        alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t); Gaussian parameterizations)."""
+        if view is None:
+            return mean_flat((self.target - self.output) ** 2)
+        if view == "x0":
+            return mean_flat((self.x0 - self.prediction.x0) ** 2)
+        if view == "eps":
+            return mean_flat((self.noise - self.prediction.eps) ** 2)
+        if view == "v":
+            a = self.schedule.at("sqrt_abar", self.t, self.x0)
+            s = self.schedule.at("sqrt_one_minus_abar", self.t, self.x0)
+            v = a * self.noise - s * self.x0
+            v_hat = a * self.prediction.eps - s * self.prediction.x0
+            return mean_flat((v - v_hat) ** 2)
+        raise ValueError(f"unknown view {view!r}; use None, 'x0', 'eps' or 'v'")
 
     def bound(self, detach_prediction: bool = False) -> Tensor:
         """(L_T + T * L_{t-1}) / D in nats per dimension, shape (B,): a one-sample unbiased
@@ -100,6 +135,8 @@ class VLB(LossWeighting):
     Gaussian process under eps with a fixed variance this is eq. 12's weighting of the eps MSE."""
 
     name = "vlb"
+    provides = frozenset({"trains-variance"})
+    requires = {"schedule": frozenset({"discrete-time"})}
 
     def loss(self, terms: LossTerms) -> Tensor:
         return terms.bound()
@@ -110,7 +147,7 @@ class MeanMSE(LossWeighting):
     weight; the paper found it unstable for mu-prediction)."""
 
     name = "mse-mu"
-    requires = {"variance": frozenset({"gaussian"})}
+    requires = {"variance": frozenset({"gaussian"}), "schedule": frozenset({"discrete-time"})}
 
     def loss(self, terms: LossTerms) -> Tensor:
         return terms.mean_mse()
@@ -121,7 +158,8 @@ class Hybrid(LossWeighting):
     sees a frozen mean so that it trains only the learned variance."""
 
     name = "hybrid"
-    requires = {"variance": frozenset({"learned"})}
+    provides = frozenset({"trains-variance"})
+    requires = {"variance": frozenset({"learned"}), "schedule": frozenset({"discrete-time"})}
 
     def __init__(self, vlb_weight: float = 0.001):
         if isinstance(vlb_weight, bool) or not isinstance(vlb_weight, (int, float)) or vlb_weight < 0:
@@ -132,6 +170,43 @@ class Hybrid(LossWeighting):
         return terms.mse() + self.vlb_weight * terms.bound(detach_prediction=True)
 
 
+class MinSNR(LossWeighting):
+    """Min-SNR-gamma (Hang et al. 2023): the x0 error weighted by min(SNR(t), gamma),
+    min(SNR, gamma) ||x0 - x0_hat||^2, for any Gaussian parameterization. In the eps view this is
+    min(SNR, gamma) / SNR ||eps - eps_hat||^2, in the v view min(SNR, gamma) / (SNR + 1) ||v - v_hat||^2
+    (the paper's three forms), since ||x0 - x0_hat||^2 = ||eps - eps_hat||^2 / SNR = ||v - v_hat||^2 / (SNR + 1)
+    at fixed x_t. gamma = 5 is the paper's choice."""
+
+    name = "min-snr"
+    requires = {"schedule": frozenset({"gaussian"}), "parameterization": frozenset({"eps"})}
+
+    def __init__(self, gamma: float = 5.0):
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise ValueError(f"gamma must be a positive number, got {gamma!r}")
+        self.gamma = float(gamma)
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        return terms.snr().clamp(max=self.gamma) * terms.mse("x0")
+
+
+class P2(LossWeighting):
+    """Perception-prioritized weighting (Choi et al. 2022): the eps error weighted by
+    1 / (k + SNR(t))^gamma, which lowers the weight of the nearly clean, high-SNR steps.
+    gamma = 0 is L_simple (eq. 14); the paper uses k = 1 and gamma in {0.5, 1}."""
+
+    name = "p2"
+    requires = {"schedule": frozenset({"gaussian"}), "parameterization": frozenset({"eps"})}
+
+    def __init__(self, k: float = 1.0, gamma: float = 1.0):
+        for label, v in (("k", k), ("gamma", gamma)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{label} must be a number >= 0, got {v!r}")
+        if k == 0 and gamma > 0:
+            raise ValueError("k must be > 0 when gamma > 0 (the weight 1 / SNR^gamma is unbounded at t = T)")
+        self.k, self.gamma = float(k), float(gamma)
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        return terms.mse("eps") / (self.k + terms.snr()) ** self.gamma
 
 
 class MaskedCE(LossWeighting):
@@ -151,4 +226,4 @@ class MaskedCE(LossWeighting):
         return ce.reshape(len(ce), -1).sum(1) / masked.reshape(len(ce), -1).sum(1).clamp(min=1)
 
 
-__all__ = ["LossTerms", "LossWeighting", "Simple", "VLB", "MeanMSE", "Hybrid", "MaskedCE", "mean_flat"]
+__all__ = ["LossTerms", "LossWeighting", "Simple", "VLB", "MeanMSE", "Hybrid", "MinSNR", "P2", "MaskedCE", "mean_flat"]

@@ -64,7 +64,9 @@ def test_unknown_names_are_reported_with_path_and_alternatives(base_recipe):
     base_recipe["backbone"]["name"] = "resnet"
     problems, msg = problems_of(base_recipe)
     assert len(problems) == 3
-    assert any(p.startswith("schedule.name: unknown schedule 'linaer'") and "cosine, linear, masking, quadratic" in p for p in problems)
+    (unknown,) = [p for p in problems if p.startswith("schedule.name: unknown schedule 'linaer'")]
+    # every built-in is listed (whatever third-party schedules are installed besides)
+    assert all(name in unknown for name in ("cosine", "linear", "masking", "quadratic", "vp-cosine"))
     assert any(p.startswith("sampler.name: unknown sampler 'ddim-typo'") for p in problems)
     assert any(p.startswith("backbone.name: unknown backbone 'resnet'") and "unet" in p for p in problems)
 
@@ -153,9 +155,29 @@ def test_incompatible_mix_names_both_components(base_recipe):
     assert "weighting 'hybrid'" in msg and "variance 'fixed-large'" in msg and "learned" in msg
 
 
+@pytest.mark.parametrize("variance", ["learned", "learned-range"])
+@pytest.mark.parametrize("weighting", ["simple", "mse-mu", "min-snr", "p2"])
+def test_a_learned_variance_needs_a_loss_that_trains_it(base_recipe, variance, weighting):
+    """simple, mse-mu (and the SNR weightings of the eps error) give the variance head no gradient:
+    it would stay at its initial value at every t, so the mix is refused naming both components."""
+    base_recipe["variance"] = {"name": variance}
+    base_recipe["weighting"] = {"name": weighting}
+    with pytest.raises(IncompatibleComponentsError) as err:
+        gendiff.build(base_recipe)
+    msg = str(err.value)
+    assert f"variance '{variance}'" in msg and f"weighting '{weighting}'" in msg and "trains-variance" in msg
+    for trains in ("vlb", "hybrid"):  # the losses that train it are accepted
+        base_recipe["weighting"] = {"name": trains}
+        model = gendiff.build(base_recipe)
+        x = torch.rand(4, 1, 8, 8) * 2 - 1
+        model.training_loss(x, generator=torch.Generator().manual_seed(0)).backward()
+        assert model.backbone.conv_out.weight.grad[1:].abs().sum() > 0  # the variance head moves
+
+
 def test_a_model_that_cannot_output_a_learned_variance_is_refused(base_recipe):
     del base_recipe["backbone"]
     base_recipe["variance"] = {"name": "learned"}
+    base_recipe["weighting"] = {"name": "vlb"}
     with pytest.raises(IncompatibleComponentsError) as err:
         gendiff.build(base_recipe, model=lambda x, t: torch.zeros_like(x))  # only 1 channel out
     msg = str(err.value)
@@ -186,6 +208,7 @@ def test_a_registered_backbone_with_a_fixed_output_is_refused(base_recipe):
     system = create_plugin_system(extra_plugins=[("p", plugin)], autoload=False)
     base_recipe["backbone"] = {"name": "fixed-out"}
     base_recipe["variance"] = {"name": "learned-range"}
+    base_recipe["weighting"] = {"name": "hybrid"}
     with pytest.raises(RecipeError) as err:
         gendiff.build(base_recipe, plugins=system)
     msg = str(err.value)

@@ -15,6 +15,7 @@ SUITES = {
     "weighting": lambda cls: testing.check_weighting(testing.example_instance(cls)),
     "sampler": lambda cls: testing.check_sampler(testing.example_instance(cls)),
     "dataset": lambda cls: testing.check_dataset(testing.example_instance(cls)),
+    "time_sampler": lambda cls: testing.check_time_sampler(testing.example_instance(cls)),
     "backbone": testing.check_backbone,
 }
 CASES = [

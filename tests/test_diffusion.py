@@ -160,7 +160,7 @@ def test_hybrid_bound_trains_only_the_variance():
 
 
 def test_public_api_shapes():
-    model = gendiff.build(recipe(variance="learned", shape=(3, 4, 4)), model=RandomEps(3, 6))
+    model = gendiff.build(recipe(variance="learned", weighting="vlb", shape=(3, 4, 4)), model=RandomEps(3, 6))
     x0, t, noise = _batch(shape=(3, 4, 4))
     xt = model.q_sample(x0, t, noise)
     mean, var = model.q_posterior(x0, xt, t)
@@ -174,6 +174,7 @@ def test_public_api_shapes():
 def test_learned_variance_doubles_the_unet_output_channels(base_recipe):
     for variance, channels in (("fixed-large", 1), ("learned", 2), ("learned-range", 2)):
         base_recipe["variance"] = {"name": variance}
+        base_recipe["weighting"] = {"name": "hybrid" if channels == 2 else "simple"}
         model = gendiff.build(base_recipe)
         assert model.backbone.conv_out.out_channels == channels
         x = torch.rand(2, 1, 8, 8) * 2 - 1

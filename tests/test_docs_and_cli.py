@@ -40,7 +40,7 @@ def test_plugins_command_lists_components_and_failures(tmp_path):
     res = run_cli("plugins", env_extra={"PYTHONPATH": str(tmp_path), "COLUMNS": "200"})
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "schedule: linear, cosine, quadratic, masking" in out
+    assert "schedule: linear, cosine, quadratic, vp-cosine, vp-linear, masking" in out
     assert "gendiff-broken" in out and "0.3" in out and "needs libfoo" in out
 
 

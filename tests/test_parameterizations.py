@@ -1,5 +1,6 @@
 """The five views of one model (Sec. 3.2 and the unified perspective) agree with each other."""
 
+import math
 import itertools
 
 import pytest
@@ -61,11 +62,42 @@ def test_score_is_minus_eps_over_sigma_and_its_mean_matches_eq11():
 
 
 def test_clipping_recomputes_mean_from_the_clipped_estimate():
+    """eps, x0, v, score: the official sampler clips x0_hat and forms the mean from it (eq. 7)."""
     s = LinearSchedule()
     x0, noise, t, xt = _draw(s, seed=3)
     out = torch.randn_like(x0) * 5
     for p in ALL:
+        if p.name == "mu":
+            continue
         pred = p.predict(out, xt, t, s, clip_x0=True)
         assert pred.x0.abs().max() <= 1
         assert torch.allclose(pred.mean, s.posterior_mean(pred.x0, xt, t))
         assert torch.allclose(pred.eps, s.eps_from_x0(xt, t, pred.x0))
+
+
+def test_mu_keeps_the_networks_mean_when_clipping_by_hand():
+    """The official code (and improved-diffusion's PREVIOUS_X) keeps mu_theta as the network's
+    output and clips only the displayed x0_hat. A case worked by hand on the linear schedule's
+    t = 2: beta_1 = 1e-4, beta_2 = 1e-4 + (0.02 - 1e-4) / 999, abar_1 = 1 - beta_1,
+    abar_2 = abar_1 (1 - beta_2); x0 = (mu - coef_xt x_t) / coef_x0 with eq. 7's coefficients."""
+    s = LinearSchedule()
+    b1 = 1e-4
+    b2 = 1e-4 + (0.02 - 1e-4) / 999
+    a1, a2 = 1 - b1, (1 - b1) * (1 - b2)
+    coef_x0 = math.sqrt(a1) * b2 / (1 - a2)
+    coef_xt = math.sqrt(1 - b2) * (1 - a1) / (1 - a2)
+    x_t, mu = 0.3, 0.9  # the network's mean lies far enough from x_t that x0_hat leaves [-1, 1]
+    x0_hand = (mu - coef_xt * x_t) / coef_x0
+    assert x0_hand > 1
+    xt, out, t = torch.tensor([[[[x_t]]]], dtype=torch.float64), torch.tensor([[[[mu]]]], dtype=torch.float64), torch.tensor([2])
+    mu_param = next(p for p in ALL if p.name == "mu")
+    plain = mu_param.predict(out, xt, t, s)
+    clipped = mu_param.predict(out, xt, t, s, clip_x0=True)
+    assert plain.x0.item() == pytest.approx(x0_hand, rel=1e-12)
+    assert plain.mean.item() == clipped.mean.item() == mu  # the network's mean, exactly
+    assert clipped.x0.item() == 1.0  # only the displayed x0_hat is clipped
+    eps_hand = (x_t - math.sqrt(a2) * 1.0) / math.sqrt(1 - a2)  # eq. 4 solved for eps at x0 = 1
+    assert clipped.eps.item() == pytest.approx(eps_hand, rel=1e-12)
+    # before the fix the mean was rebuilt from the clipped x0_hat: a different number
+    rebuilt = coef_x0 * 1.0 + coef_xt * x_t
+    assert abs(rebuilt - mu) > 0.1

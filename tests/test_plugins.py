@@ -78,6 +78,7 @@ CHECKS = {
     "weighting": testing.check_weighting,
     "sampler": testing.check_sampler,
     "dataset": testing.check_dataset,
+    "time_sampler": testing.check_time_sampler,
 }
 
 
@@ -100,18 +101,20 @@ def test_hook_docstring_examples_run_and_conform(family, hook, code):
 
 def test_builtins_register_through_the_hooks():
     system = create_plugin_system(autoload=False)
-    assert system.plugins["gendiff"].components["schedule"] == ["linear", "cosine", "quadratic", "masking"]
+    builtins = system.plugins["gendiff"].components  # what gendiff itself registers (no autoload here)
+    assert builtins["schedule"] == ["linear", "cosine", "quadratic", "vp-cosine", "vp-linear", "masking"]
     assert system.registry("schedule").plugin_of("linear") == "gendiff"
-    assert system.registry("parameterization").names() == ["eps", "mu", "score", "v", "x0", "x0-logits"]
-    assert system.registry("variance").names() == ["categorical", "fixed-large", "fixed-small", "learned", "learned-range"]
-    assert system.registry("weighting").names() == ["hybrid", "masked-ce", "mse-mu", "simple", "vlb"]
+    assert builtins["parameterization"] == ["eps", "x0", "mu", "v", "score", "x0-logits"]
+    assert builtins["variance"] == ["fixed-large", "fixed-small", "learned", "learned-range", "categorical"]
+    assert builtins["weighting"] == ["simple", "vlb", "mse-mu", "hybrid", "min-snr", "p2", "masked-ce"]
+    assert builtins["time_sampler"] == ["uniform", "loss-second-moment"]
 
 
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(UnknownComponentError) as err:
         registry("schedule").get("linaer")
     assert "unknown schedule 'linaer'" in str(err.value)
-    assert "cosine, linear, masking, quadratic" in str(err.value)
+    assert all(name in str(err.value) for name in ("cosine", "linear", "masking", "quadratic", "vp-cosine"))
     with pytest.raises(UnknownComponentError, match="Families"):
         registry("scheduler")
 

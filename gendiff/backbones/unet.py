@@ -109,10 +109,13 @@ class UNet(Backbone):
         attn_resolutions: resolutions (pixels) with self-attention after each block ((16,)).
         dropout: dropout rate inside residual blocks (0.1).
         norm_groups: GroupNorm groups (32); ``channels`` must be divisible by it.
-    Set by gendiff: in_channels, out_channels, image_size.
+    Set by gendiff: in_channels, out_channels, image_size, and num_classes: K > 0 adds a learned
+    embedding of K + 1 labels (the last is the null label of classifier-free guidance) to the time
+    embedding, as in Dhariwal & Nichol (2021); 0 (unconditional) adds nothing.
     """
 
     name = "unet"
+    provides = frozenset({"class-labels"})
     #: a small configuration for the conformance suite and quick tests
     example_args = {"channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0}
 
@@ -127,6 +130,7 @@ class UNet(Backbone):
         attn_resolutions: Sequence[int] = (16,),
         dropout: float = 0.1,
         norm_groups: int = 32,
+        num_classes: int = 0,
     ):
         super().__init__()
         channel_mult = tuple(channel_mult)
@@ -153,12 +157,16 @@ class UNet(Backbone):
             raise ValueError(
                 f"attn_resolutions {missing} do not occur; this U-Net's resolutions are {resolutions}"
             )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         attn = set(attn_resolutions)
-        self.channels = channels
+        self.channels, self.num_classes = channels, num_classes
         temb_dim = 4 * channels
         self.temb = nn.Sequential(
             nn.Linear(channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
         )
+        if num_classes:  # K classes and the null label
+            self.label_emb = nn.Embedding(num_classes + 1, temb_dim)
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
 
         def block(cin, cout):
@@ -194,8 +202,16 @@ class UNet(Backbone):
         self.norm_out = nn.GroupNorm(norm_groups, ch, eps=1e-6)
         self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """x (B, in_channels, H, W), time t (B,) and, for a conditional U-Net, labels (B,) in
+        {0..K} (K: the null label; None means the null label for every example)."""
         temb = self.temb(timestep_embedding(t, self.channels))
+        if self.num_classes:
+            if cond is None:
+                cond = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            temb = temb + self.label_emb(cond)
+        elif cond is not None:
+            raise ValueError("this U-Net was built without classes (num_classes = 0); it takes no labels")
         hs = [self.conv_in(x)]
         for layers in self.down:
             hs.append(_apply(layers, hs[-1], temb))
