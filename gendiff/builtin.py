@@ -45,7 +45,7 @@ def gendiff_register_backbones():
 
 @hookimpl
 def gendiff_register_samplers():
-    return [samplers.Ancestral, samplers.DDIM, samplers.Respaced, samplers.DPMSolverPP]
+    return [samplers.Ancestral, samplers.DDIM, samplers.Respaced, samplers.DPMSolverPP, samplers.Heun]
 
 
 @hookimpl

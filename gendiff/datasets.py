@@ -8,6 +8,10 @@ Interface: :class:`Dataset`. A dataset states its ``shape`` (C, H, W) and ``leve
 loading anything (so a model can be built from a recipe offline), and ``load(split)`` returns
 the integer images, uint8 in {0..K-1}, shaped (N, C, H, W). The composed model maps level k to
 the paper's scale x = 2k/(K-1) - 1 (:func:`gendiff.distributions.levels_to_unit`).
+
+Labels (for class-conditional recipes): a dataset with classes declares ``num_classes`` (and,
+optionally, ``class_names``) and gives ``labels(split)``, an int64 tensor (N,) in
+{0..num_classes-1} in the order of ``load(split)``.
 """
 
 from __future__ import annotations
@@ -40,10 +44,18 @@ class Dataset(Component, ABC):
     family: ClassVar[str] = "dataset"
     shape: tuple[int, int, int]
     levels: int
+    #: the number of classes its labels take (0: no labels)
+    num_classes: int = 0
+    #: a name per class, if the classes have names
+    class_names: tuple[str, ...] = ()
 
     @abstractmethod
     def load(self, split: str = "train") -> Tensor:
         """uint8 tensor (N, C, H, W) with values in {0..levels-1}; ``split`` is "train" or "test"."""
+
+    def labels(self, split: str = "train") -> Tensor:
+        """int64 tensor (N,) of class labels in {0..num_classes-1}, in the order of :meth:`load`."""
+        raise DatasetUnavailableError(f"dataset '{self.name}' has no class labels (num_classes = 0)")
 
     @staticmethod
     def check_split(split: str) -> None:
@@ -59,6 +71,8 @@ class Digits(Dataset):
     name = "digits"
     shape = (1, 8, 8)
     levels = 17
+    num_classes = 10
+    class_names = tuple(str(d) for d in range(10))
 
     def __init__(self, test_size: int = 297, seed: int = 0):
         if isinstance(test_size, bool) or not isinstance(test_size, int) or not 0 < test_size < 1797:
@@ -145,6 +159,8 @@ class CIFAR10(Dataset):
     name = "cifar10"
     shape = (3, 32, 32)
     levels = 256
+    num_classes = 10
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     url: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     md5: ClassVar[str] = "c58f30108f718f92721af3b95e74349a"
     archive: ClassVar[str] = "cifar-10-python.tar.gz"
@@ -182,9 +198,16 @@ class CIFAR10(Dataset):
         )
 
     def load(self, split: str = "train") -> Tensor:
+        return self._read(split)[0]
+
+    def labels(self, split: str = "train") -> Tensor:
+        return self._read(split)[1]
+
+    def _read(self, split: str) -> tuple[Tensor, Tensor]:
+        """(images (N, 3, 32, 32) uint8, labels (N,) int64) of a split, read from the checked archive."""
         self.check_split(split)
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        arrays = []
+        arrays, labels = [], []
         with tarfile.open(self.archive_path(), "r:gz") as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
             for name in names:
@@ -192,7 +215,8 @@ class CIFAR10(Dataset):
                     raise DatasetUnavailableError(f"the CIFAR-10 archive has no {name}")
                 batch = pickle.load(tar.extractfile(members[name]), encoding="bytes")  # checked by MD5
                 arrays.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        return torch.from_numpy(np.concatenate(arrays))
+                labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(arrays)), torch.from_numpy(np.concatenate(labels))
 
 
 class ImageFolder(Dataset):

@@ -83,6 +83,15 @@ class Dist:
             raise error(problem)
         return result
 
+    def gather_rows(self, part: torch.Tensor) -> torch.Tensor:
+        """The global batch from every rank's rows ``rank::world`` (a 1-D tensor per rank, all of
+        one length), in the global batch's order; the tensor itself for one process."""
+        if not self.active:
+            return part
+        parts = [torch.empty_like(part) for _ in range(self.world)]
+        dist.all_gather(parts, part.contiguous())
+        return torch.stack(parts, dim=1).reshape(-1)
+
     def share(self, obj: Any) -> Any:
         """Rank 0's ``obj``, on every rank."""
         if not self.active:

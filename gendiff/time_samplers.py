@@ -27,6 +27,8 @@ class TimeSampler(Component):
     """Draws the training times t (the uniform draw of Algorithm 1 by default)."""
 
     family: ClassVar[str] = "time_sampler"
+    #: whether :meth:`update` learns anything (the trainer gathers the losses only then)
+    learns: ClassVar[bool] = False
 
     def sample(self, batch: int, schedule, generator: torch.Generator | None = None,
                device=None) -> tuple[Tensor, Tensor | None]:
@@ -64,6 +66,7 @@ class LossSecondMoment(TimeSampler):
 
     name = "loss-second-moment"
     requires = {"schedule": frozenset({"discrete-time"})}
+    learns = True
 
     def __init__(self, history: int = 10, uniform_mix: float = 0.001):
         if isinstance(history, bool) or not isinstance(history, int) or not 1 <= history <= 1000:

@@ -119,13 +119,13 @@ def _rank_with_a_bad_loss(rank, world, port, path, run_dir, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     trainer = Trainer(prepare(path), run_dir, progress=False, dist=Dist(rank, world))
     if rank == 1:
-        original = trainer.train_model.training_loss
+        original = trainer.train_model.objective
 
-        def poisoned(x0, generator=None, share=(0, 1)):
-            loss = original(x0, generator, share)
-            return loss * float("nan") if trainer.step == 2 else loss
+        def poisoned(terms):
+            loss, losses = original(terms)
+            return (loss * float("nan") if trainer.step == 2 else loss), losses
 
-        trainer.train_model.training_loss = poisoned
+        trainer.train_model.objective = poisoned
     try:
         trainer.train()
         message = "finished"

@@ -108,3 +108,62 @@ def test_prior_term_of_the_linear_schedule_is_about_1e_5_bits_per_dim():
 def test_bad_linear_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LinearSchedule(**kwargs)
+
+
+def test_a_fractional_time_is_refused_by_a_discrete_schedule_never_truncated():
+    from gendiff.schedules import TimeError
+
+    s = LinearSchedule(timesteps=100)
+    x = torch.zeros(2, 1, 2, 2)
+    with pytest.raises(TimeError, match=r"discrete time t in \{1..100\}.*fractional t = 10.5"):
+        s.q_sample(x, torch.tensor([10.0, 10.5]), x)
+    # integral floats are the same times as integers (nothing is truncated either way)
+    a = s.q_sample(x + 0.5, torch.tensor([10.0, 20.0]), x + 0.1)
+    b = s.q_sample(x + 0.5, torch.tensor([10, 20]), x + 0.1)
+    assert torch.equal(a, b)
+
+
+def test_continuous_cosine_is_its_closed_form_at_any_time_and_its_grid_builds_the_tables():
+    from gendiff.schedules import TimeError, VPCosine
+
+    s = VPCosine(timesteps=50)
+    t = torch.tensor([1e-4, 0.013, 0.5, 0.777, 1.0], dtype=torch.float64)
+    phi0 = 0.008 / 1.008 * math.pi / 2
+    phi1 = math.atan(math.exp(10.0))
+    phi = phi0 + t * (phi1 - phi0)
+    abar = torch.cos(phi) ** 2 / math.cos(phi0) ** 2
+    assert torch.allclose(s.abar(t), abar, rtol=1e-13)
+    assert s.log_snr(t)[-1].item() == pytest.approx(-20.0, abs=1e-3)
+    assert torch.allclose(s.time_from_log_snr(s.log_snr(t)), t, rtol=1e-10, atol=1e-12)
+    x = torch.ones(5, 1, 1, 1, dtype=torch.float64)
+    assert torch.allclose(s.at("sqrt_abar", t, x).flatten(), abar.sqrt())
+    grid = torch.arange(51, dtype=torch.float64) / 50
+    assert torch.allclose(s.tables["abar"], torch.cos(phi0 + grid * (phi1 - phi0)) ** 2 / math.cos(phi0) ** 2,
+                          rtol=1e-12)
+    # the grid quantities of one step (beta, the posterior) exist on the grid only
+    assert s.at("beta", torch.tensor([0.02], dtype=torch.float64), x[:1]).item() == pytest.approx(
+        s.tables["beta"][1].item())
+    with pytest.raises(TimeError, match="table 'beta'.*grid t = i / 50"):
+        s.at("beta", torch.tensor([0.013], dtype=torch.float64), x[:1])
+
+
+def test_vp_linear_is_song_et_al_vp_sde():
+    from gendiff.schedules import VPLinear
+
+    s = VPLinear()
+    t = torch.tensor([0.001, 0.25, 1.0], dtype=torch.float64)
+    expect = torch.exp(-0.1 * t - 0.5 * 19.9 * t**2)  # exp(-int_0^t beta(s) ds), beta(s) = 0.1 + 19.9 s
+    assert torch.allclose(s.abar(t), expect, rtol=1e-14)
+    # its T = 1000 grid is close to the paper's linear betas (beta_t ~ beta(t / T) / T)
+    assert torch.allclose(s.tables["beta"][1:], LinearSchedule().tables["beta"][1:], rtol=0.05, atol=2e-5)
+
+
+def test_continuous_training_draws_and_network_time():
+    from gendiff.schedules import VPCosine
+
+    s = VPCosine(timesteps=10)
+    t = s.uniform_time(10_000, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.float64 and 0 < t.min() and t.max() <= 1
+    assert abs(t.mean().item() - 0.5) < 0.01 and len(t.unique()) == 10_000  # continuous, not the grid
+    assert torch.equal(s.network_time(t), 1000 * t)
+    assert LinearSchedule().network_time(torch.tensor([7])).item() == 7

@@ -152,15 +152,15 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tmp_path):
 
 def test_a_non_finite_loss_stops_cleanly_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(prepare(small_recipe(steps=6, checkpoint_every=2)), tmp_path / "r", progress=False)
-    real = trainer.train_model.training_loss
+    real = trainer.train_model.objective
     count = {"n": 0}
 
-    def poisoned(x0, generator=None, share=(0, 1)):
+    def poisoned(terms):
         count["n"] += 1
-        loss = real(x0, generator, share)
-        return loss * float("nan") if count["n"] == 4 else loss
+        loss, losses = real(terms)
+        return (loss * float("nan") if count["n"] == 4 else loss), losses
 
-    monkeypatch.setattr(trainer.train_model, "training_loss", poisoned)
+    monkeypatch.setattr(trainer.train_model, "objective", poisoned)
     weights = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
     trainer.model.backbone.register_forward_hook(lambda *a: weights.update(
         {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}))

@@ -20,12 +20,15 @@ class DataStream:
     is the single-process batch s, whatever ``world`` is."""
 
     def __init__(self, data: torch.Tensor, batch_size: int, seed: int, flip: bool, levels: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, labels: torch.Tensor | None = None):
         if len(data) < batch_size:
             raise TrainingError(
                 f"the training split has {len(data)} examples, fewer than train.batch_size = {batch_size}."
             )
+        if labels is not None and len(labels) != len(data):
+            raise TrainingError(f"the training split has {len(data)} images but {len(labels)} labels.")
         self.data, self.batch_size, self.seed, self.flip, self.levels = data, batch_size, seed, flip, levels
+        self.label_data = labels
         self.rank, self.world = rank, world
         self.local_batch = batch_size // world
         self.steps_per_epoch = len(data) // batch_size  # the last partial batch is dropped
@@ -44,6 +47,10 @@ class DataStream:
             self.sampler.set_epoch(epoch)
             self._epoch, self._order = epoch, torch.tensor(list(self.sampler))
         return self._order[index * self.local_batch:(index + 1) * self.local_batch]
+
+    def labels(self, step: int) -> torch.Tensor | None:
+        """The class labels of :meth:`batch`'s examples (int64), or None without labels."""
+        return None if self.label_data is None else self.label_data[self.indices(step)].long()
 
     def batch(self, step: int) -> torch.Tensor:
         """This process's share of batch ``step`` on the [-1, 1] scale, float32 (N, C, H, W)."""

@@ -108,6 +108,7 @@ class Trainer:
                 f"the optimizer state in {ckpt.path} does not fit this recipe's model: {str(exc).splitlines()[0]}"
             ) from None
         self.step = int(ckpt.state["step"])
+        self.model.time_sampler.load_state_dict(ckpt.state.get("time_sampler", {}))
         torch.set_rng_state(ckpt.state["rng_cpu"])
         if self.device.type == "cuda" and "rng_cuda" in ckpt.state:
             torch.cuda.set_rng_state_all(list(ckpt.state["rng_cuda"]))
@@ -126,6 +127,7 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        state["time_sampler"] = self.model.time_sampler.state_dict()
         return self.folder.save(self.step, self.model.backbone.state_dict(), self.ema.net.state_dict(), state,
                                 self.cfg.keep_checkpoints)
 
@@ -144,9 +146,10 @@ class Trainer:
         """Run (or continue) training. ``stop_after`` ends the process's work after that many
         steps in all, as an interruption would (tests use it)."""
         cfg = self.cfg
+        labels = self.setup.dataset.labels("train") if self.model.conditioning.active else None
         data = DataStream(self.setup.dataset.load("train"), cfg.batch_size, cfg.seed,
                           self.setup.spec.data.options["flip"], self.model.levels,
-                          self.dist.rank, self.dist.world)  # fail before writing
+                          self.dist.rank, self.dist.world, labels)  # fail before writing
         self.folder.prepare(resume)
         if resume:
             self._restore()
@@ -190,11 +193,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x0 = data.batch(self.step).to(self.device)
+        cond = data.labels(self.step)
+        cond = None if cond is None else cond.to(self.device)
         g = step_generator(cfg.seed, self.step, 2, self.device)
         # dropout and any other draw from the global RNG: seeded per (seed, step, rank)
         torch.manual_seed((((cfg.seed * 1_000_003 + self.step) * 8 + 4) * 4096 + self.dist.rank) % 2**63)
         with autocast(self.device, self.precision):
-            loss = self.train_model.training_loss(x0, generator=g, share=(self.dist.rank, self.dist.world))
+            terms = self.train_model.loss_terms(x0, generator=g, share=(self.dist.rank, self.dist.world), cond=cond)
+            loss, per_example = self.train_model.objective(terms)
         value = self.dist.mean(loss)  # the global batch's loss; non-finite on one rank is non-finite on all
         if not math.isfinite(value):
             raise self.folder.non_finite("loss", value, self.step + 1)
@@ -207,6 +213,9 @@ class Trainer:
             raise self.folder.non_finite("gradient norm", grad_norm, self.step + 1)
         self.optimizer.step()
         self.ema.update(self.model.backbone)
+        sampler = self.model.time_sampler
+        if sampler.learns:  # every process learns from the whole global batch, in its order
+            sampler.update(self.dist.gather_rows(terms.t), self.dist.gather_rows(per_example.detach().float()))
         return value, grad_norm, lr
 
 
