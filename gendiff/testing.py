@@ -472,7 +472,8 @@ def check_time_sampler(sampler, timesteps: int = 20) -> None:
 
 # -- datasets ------------------------------------------------------------------------------------
 def check_dataset(dataset) -> None:
-    """Both splits load as uint8 (N, C, H, W) in {0..K-1}, with the declared shape."""
+    """Both splits load as uint8 (N, C, H, W) in {0..K-1}, with the declared shape; a dataset
+    with classes gives int64 labels (N,) in {0..num_classes-1} for each split."""
     for split in ("train", "test"):
         data = dataset.load(split)
         assert data.dtype == torch.uint8, f"{split}: dtype must be uint8, got {data.dtype}"
@@ -480,6 +481,14 @@ def check_dataset(dataset) -> None:
             f"{split}: shape {tuple(data.shape)} does not match the declared {tuple(dataset.shape)}"
         )
         assert len(data) > 0 and int(data.max()) < dataset.levels, f"{split}: values must lie in 0..K-1"
+        if getattr(dataset, "num_classes", 0):
+            labels = dataset.labels(split)
+            assert labels.dtype == torch.int64 and labels.shape == (len(data),), (
+                f"{split}: labels must be int64 of shape ({len(data)},), got {labels.dtype} {tuple(labels.shape)}"
+            )
+            assert 0 <= int(labels.min()) and int(labels.max()) < dataset.num_classes, f"{split}: labels in 0..K-1"
+            names = getattr(dataset, "class_names", ())
+            assert not names or len(names) == dataset.num_classes, "class_names must name every class"
     try:
         dataset.load("no-such-split")
     except ValueError:

@@ -36,6 +36,14 @@ def test_cifar10_loads_a_local_archive_after_checking_its_md5(tmp_path, monkeypa
     assert np.array_equal(got.numpy(), train)
     assert ds.load("test").shape == (4, 3, 32, 32)
     check_dataset(ds)
+    # the labels, read independently from the archive's pickled batches, in load()'s order
+    import io, pickle, tarfile
+
+    with tarfile.open(path) as tar:
+        expect = [label for name in [f"data_batch_{i}" for i in range(1, 6)]
+                  for label in pickle.load(io.BytesIO(tar.extractfile(f"cifar-10-batches-py/{name}").read()),
+                                           encoding="bytes")[b"labels"]]
+    assert ds.labels("train").tolist() == [int(v) for v in expect] and ds.num_classes == 10
 
 
 def test_cifar10_refuses_an_archive_with_the_wrong_checksum_before_unpickling(tmp_path, monkeypatch):

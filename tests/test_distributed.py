@@ -72,8 +72,12 @@ def test_a_global_batch_that_does_not_split_is_refused():
 
 
 def test_two_processes_train_the_weights_of_one_and_resume(tmp_path):
+    """Also carries the new contracts through the distributed path: class labels with label
+    dropout, and a time sampler that learns from the gathered global batch."""
+    conditional = {**recipe(), "conditioning": {"labels": True, "label_dropout": 0.25},
+                   "time_sampler": {"name": "loss-second-moment", "history": 1}}
     path = tmp_path / "r.toml"
-    path.write_text(tomli_w.dumps(recipe()))
+    path.write_text(tomli_w.dumps(conditional))
     single = Trainer(prepare(path), tmp_path / "one", progress=False)
     single.train()
     # two processes through the launcher, stopped at step 2 ...
@@ -89,6 +93,10 @@ def test_two_processes_train_the_weights_of_one_and_resume(tmp_path):
     assert "resuming from" in second.stdout
     for which in ("model", "ema"):
         assert_close(weights(tmp_path / "two", 4, which), weights(tmp_path / "one", 4, which))
+    states = [torch.load(run / "checkpoints" / "step-4" / "state.pt", weights_only=True)["time_sampler"]
+              for run in (tmp_path / "one", tmp_path / "two")]
+    assert torch.equal(states[0]["counts"], states[1]["counts"]) and states[0]["counts"].sum() > 0
+    assert torch.allclose(states[0]["losses"], states[1]["losses"], atol=1e-5)
     one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in two] == [1, 2, 3, 4]  # rank 0 alone logs, once per step

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import gendiff
+
 from gendiff.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from gendiff.datasets import CIFAR10
 from gendiff.errors import RecipeError
@@ -258,3 +260,60 @@ def test_train_compile_trains_the_same_and_writes_the_same_checkpoint_names(tmp_
     b = load_file(tmp_path / "compiled" / "checkpoints" / "step-3" / "model.safetensors")
     assert a.keys() == b.keys()  # no "_orig_mod." prefixes: a compiled run's checkpoints load anywhere
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _variant(kind: str, **train) -> dict:
+    recipe = small_recipe(batch_size=64, checkpoint_every=4, **train)
+    if kind == "conditional":
+        recipe["conditioning"] = {"labels": True, "label_dropout": 0.2}
+    elif kind == "importance":
+        recipe["schedule"]["timesteps"] = 10
+        recipe["time_sampler"] = {"name": "loss-second-moment", "history": 2}
+    elif kind == "continuous":
+        recipe["schedule"] = {"name": "vp-cosine", "timesteps": 20}
+    return recipe
+
+
+@pytest.mark.parametrize("kind", ["conditional", "importance", "continuous"])
+def test_new_contracts_train_and_resume_bit_for_bit(tmp_path, kind):
+    """Labels (with label dropout), a time sampler that learns, and continuous time all go through
+    the trainer, and a run stopped mid-way resumes to exactly the uninterrupted weights."""
+    full = Trainer(prepare(_variant(kind, steps=7)), tmp_path / "full", progress=False)
+    full.train()
+    cut = Trainer(prepare(_variant(kind, steps=7)), tmp_path / "cut", progress=False)
+    cut.train(stop_after=5)  # checkpoint at 4, one step lost
+    Trainer(prepare(_variant(kind, steps=7)), tmp_path / "cut", progress=False).train(resume=True)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "full" / "checkpoints" / "step-7" / name)
+        b = load_file(tmp_path / "cut" / "checkpoints" / "step-7" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model, _ = load_run(tmp_path / "full")
+    if kind == "conditional":
+        assert model.conditioning.num_classes == 10 and model.conditioning.label_dropout == 0.2
+        x = model.sample(4, cond=torch.tensor([0, 3, 5, 9]), guidance=1.0)
+        assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+    if kind == "importance":
+        state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "step-7").state["time_sampler"]
+        assert torch.equal(state["counts"], torch.full((10,), 2))  # warmed up: every t seen twice
+        other = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-7").state["time_sampler"]
+        assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
+        sampler = full.model.time_sampler
+        p = sampler.probabilities(10)
+        assert not torch.allclose(p, torch.full((10,), 0.1, dtype=torch.float64))  # no longer uniform
+        t, w = sampler.sample(4096, full.model.schedule, torch.Generator().manual_seed(0))
+        assert torch.allclose(w.double(), 1 / (10 * p[t - 1]))
+    if kind == "continuous":
+        assert model.schedule.continuous and model.sample(2).shape == (2, 1, 8, 8)
+
+
+def test_bound_weightings_need_discrete_time():
+    recipe = _variant("continuous", steps=2)
+    recipe["weighting"] = {"name": "vlb"}
+    with pytest.raises(gendiff.errors.IncompatibleComponentsError,
+                       match="weighting 'vlb' requires a schedule that provides discrete-time.*schedule 'vp-cosine'"):
+        prepare(recipe)
+    recipe = _variant("continuous", steps=2)
+    recipe["time_sampler"] = {"name": "loss-second-moment"}
+    with pytest.raises(gendiff.errors.IncompatibleComponentsError, match="time_sampler 'loss-second-moment'"):
+        prepare(recipe)
