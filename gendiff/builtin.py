@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import parameterizations, samplers, schedules, time_samplers, variances, weightings
 from .backbones import UNet
 from .datasets import CIFAR10, Digits, ImageFolder
+from .evaluation import metrics
 from .hookspecs import hookimpl
 
 
@@ -56,3 +57,8 @@ def gendiff_register_time_samplers():
 @hookimpl
 def gendiff_register_datasets():
     return [Digits, CIFAR10, ImageFolder]
+
+
+@hookimpl
+def gendiff_register_metrics():
+    return list(metrics.BUILTIN)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.markup import escape
 from rich.table import Table
 
@@ -134,7 +135,84 @@ def sample(
                           f"{', '.join(map(str, share_from))}")
 
 
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate samples and trained runs.")
+class EvalGroup(TyperGroup):
+    """``gendiff eval``: the commands below, and one per registered metric (``gendiff eval NAME RUN``),
+    a plugin's included, looked up when asked for."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(_metric_names()))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None and name in _metric_names():
+            command = _metric_command(name)
+        return command
+
+
+def _metric_names() -> list[str]:
+    import warnings
+
+    from .plugins import PluginLoadWarning, plugin_system
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)  # `gendiff plugins` shows failures
+        return plugin_system().registry("metric").names()
+
+
+def _metric_command(name: str):
+    """A click command that evaluates the metric ``name`` on a run and writes RUN/eval/NAME.json."""
+    import click
+
+    from .evaluation.metrics import Metric
+    from .plugins import registry
+
+    cls = registry("metric").get(name)
+    doc = (cls.__doc__ or Metric.__doc__).strip().split("\n\n")[0]
+
+    @click.command(name=name, help=f"{doc} Writes RUN/eval/{name}.json.")
+    @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+    @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+                  help="A checkpoint folder (default: the latest good one).")
+    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+    @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+    @friendly
+    def command(run_path, checkpoint, device, progress):
+        _evaluate_metric(name, run_path, checkpoint, device, progress)
+
+    return command
+
+
+def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
+    import json
+
+    from .evaluation import check_metrics, metric
+    from .evaluation.inputs import eval_context
+    from .recipe import parse_recipe
+    from .runs import load_run
+    from .runtime import choose_device, choose_precision
+
+    dev = choose_device(device)
+    model, ckpt = load_run(run_path, checkpoint, device=dev)
+    spec = parse_recipe(model.recipe)
+    spec.eval.metrics = [name]
+    check_metrics(spec, model)
+    run_dir = ckpt.parent.parent
+    precision = choose_precision(spec.train.precision, dev)
+    result = metric(name).evaluate(eval_context(model, spec, run_dir, ckpt, precision, err_console, progress))
+    result["checkpoint"] = str(ckpt)
+    out = run_dir / "eval" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    table = Table(title=f"{name} of {ckpt} ({out})")
+    table.add_column("what")
+    table.add_column("value")
+    for label, value in metric(name).summary(result):
+        table.add_row(label, value)
+    console.print(table)
+
+
+eval_app = typer.Typer(cls=EvalGroup, no_args_is_help=True,
+                       help="Evaluate samples and trained runs: fid, nll, rd, and every registered metric by name.")
 app.add_typer(eval_app, name="eval")
 
 
@@ -216,21 +294,25 @@ def eval_nll(
     batch_size: BoundBatch = 256,
     seed: BoundSeed = 0,
     progress: BoundProgress = True,
+    clip_x0: bool = typer.Option(False, "--clip-x0", help="The official evaluation's convention: clip x0_hat to "
+                                 "[-1, 1] before forming each reverse mean (calc_bpd_loop, clip_denoised=True)."),
 ) -> None:
-    """Bits/dim (the bound of eq. 5) with its breakdown L_T, L_1..L_{T-1}, L_0; JSON in RUN/eval/."""
+    """Bits/dim (the bound of eq. 5) with its breakdown L_T, L_1..L_{T-1}, L_0 and every term L_{t-1};
+    JSON in RUN/eval/ (nll-SPLIT.json, or nll-SPLIT-clipped.json with --clip-x0)."""
     import json
 
     from .evaluation.likelihood import nll_report
     from .evaluation.inputs import run_folder
 
-    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress)
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, clip_x0)
     report = nll_report(bp, split)
     report["checkpoint"] = str(ckpt)
-    out = run_folder(ckpt) / "eval" / f"nll-{split}.json"
+    out = run_folder(ckpt) / "eval" / f"nll-{split}{'-clipped' if clip_x0 else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     bpd = report["bits_per_dim"]
-    table = Table(title=f"bits/dim on {report['examples']} {split} images ({out})")
+    convention = "x0_hat clipped, the official convention" if clip_x0 else "exact: x0_hat as predicted"
+    table = Table(title=f"bits/dim on {report['examples']} {split} images, {convention} ({out})")
     table.add_column("term")
     table.add_column("bits/dim", justify="right")
     table.add_row("L_T (prior)", f"{bpd['prior_L_T']:.3e}")
@@ -266,10 +348,10 @@ def eval_rd(
     console.print(table)
 
 
-def _bound_pass(run_path, split, n, batch_size, seed, progress):
+def _bound_pass(run_path, split, n, batch_size, seed, progress, clip_x0: bool = False):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .evaluation.likelihood import bound_pass
+    from .evaluation.likelihood import bound_pass, split_labels
     from .runs import load_run
 
     if split not in ("train", "test"):
@@ -283,7 +365,8 @@ def _bound_pass(run_path, split, n, batch_size, seed, progress):
     with Progress(TextColumn("bound"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=not progress) as bar:
         task = bar.add_task("bound", total=n * model.timesteps)
-        bp = bound_pass(model, data, batch_size, seed, progress=lambda k: bar.update(task, advance=k))
+        bp = bound_pass(model, data, batch_size, seed, progress=lambda k: bar.update(task, advance=k),
+                        labels=split_labels(model, model.dataset, split, n), clip_x0=clip_x0)
     return bp, ckpt
 
 

@@ -30,7 +30,20 @@ FAMILIES = (
     "sampler",
     "time_sampler",
     "dataset",
+    "metric",
 )
+#: where each family's interface lives (for messages)
+INTERFACES = {
+    "schedule": "gendiff.schedules.NoiseSchedule",
+    "parameterization": "gendiff.parameterizations.Parameterization",
+    "variance": "gendiff.variances.ReverseFamily",
+    "weighting": "gendiff.weightings.LossWeighting",
+    "backbone": "gendiff.backbones.Backbone",
+    "sampler": "gendiff.samplers.Sampler",
+    "time_sampler": "gendiff.time_samplers.TimeSampler",
+    "dataset": "gendiff.datasets.Dataset",
+    "metric": "gendiff.evaluation.Metric",
+}
 
 
 class Component:

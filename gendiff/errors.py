@@ -16,6 +16,10 @@ class PluginError(GendiffError):
     """A plugin problem: a duplicate component name, a hook that returned something invalid."""
 
 
+class DuplicateNameError(PluginError):
+    """Two plugins register one name in one family: there is no safe choice between them."""
+
+
 class UnknownComponentError(GendiffError, KeyError):
     """A registry lookup for a name that no plugin registered."""
 

@@ -10,11 +10,18 @@ parties publish one through the entry-point group ``gendiff``::
 
 gendiff's own components are registered by :mod:`gendiff.builtin` through exactly these hooks.
 
-Every hook here is a *registration* hook: it takes no arguments and returns a list of component
-classes of one family. Each class has a ``name`` (the name recipes use) and subclasses that
-family's interface. The same name registered by two plugins is an error naming both.
+Two kinds of hooks:
 
-Time convention for every component: the paper's t in {1..T}, as an integer tensor.
+- *registration* hooks (``gendiff_register_<family>s``) take no arguments and return a list of
+  component classes of one family. Each class has a ``name`` (the name recipes use) and
+  subclasses that family's interface. The same name registered by two plugins is an error naming
+  both; a class of another family is refused, naming the plugin.
+- *event* hooks (``gendiff_train_step_end``, ``gendiff_checkpoint_written``,
+  ``gendiff_samples_written``, ``gendiff_run_end``) are called while a run goes on
+  (:mod:`gendiff.events`).
+
+Time convention for every component: the schedule's (the paper's t in {1..T} as an integer
+tensor for a discrete schedule; t in (0, 1] for a continuous one).
 """
 
 from __future__ import annotations
@@ -225,4 +232,92 @@ def gendiff_register_datasets() -> list[type]:
         @gendiff.hookimpl
         def gendiff_register_datasets():
             return [Checkers]
+    """
+
+
+# -- metrics ----------------------------------------------------------------------------------
+@hookspec
+def gendiff_register_metrics() -> list[type]:
+    """Metrics: evaluations of a trained model, usable in ``[eval] metrics`` and as
+    ``gendiff eval NAME RUN``; each result is written to ``RUN/eval/NAME.json``.
+
+    Return subclasses of :class:`gendiff.evaluation.Metric`. ``evaluate(context)`` returns a
+    JSON-serialisable dict from an :class:`gendiff.evaluation.EvalContext` (the EMA model, the
+    dataset, the recipe, the run folder, and ``context.samples(n)``); ``check(model, dataset)``
+    raises ``ValueError`` before training if the metric cannot apply::
+
+        import gendiff, numpy as np
+        from gendiff.evaluation import Metric
+
+        class MeanBrightness(Metric):
+            '''The mean pixel of 16 samples against the test split's, on 0..255.'''
+            name = "brightness"
+            def evaluate(self, context):
+                samples = context.samples(16)
+                test = context.dataset.load("test").double() * 255 / (context.dataset.levels - 1)
+                return {"samples": float(samples.mean()), "test": float(test.mean()),
+                        "difference": float(abs(samples.mean() - test.mean()))}
+
+        @gendiff.hookimpl
+        def gendiff_register_metrics():
+            return [MeanBrightness]
+    """
+
+
+# -- training events --------------------------------------------------------------------------
+# Called on the main process while a run goes on (see gendiff.events). An implementation takes any
+# subset of the arguments; one that raises is reported and switched off, and the run goes on.
+
+
+@hookspec
+def gendiff_train_step_end(run, step: int, figures: dict) -> None:
+    """After every step that writes a line to ``metrics.jsonl`` (every ``train.log_every`` steps
+    and the last): ``figures`` is that line (step, loss, lr, grad_norm, img_per_s, time); ``run``
+    a :class:`gendiff.events.RunInfo`. A logger plugin::
+
+        import json, gendiff
+
+        @gendiff.hookimpl
+        def gendiff_train_step_end(run, step, figures):
+            with open(run.run_dir / "my-log.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, "loss": figures["loss"]}) + "\\n")
+    """
+
+
+@hookspec
+def gendiff_checkpoint_written(run, step: int, path) -> None:
+    """After checkpoint ``path`` (``RUN/checkpoints/step-N``) is complete on disk::
+
+        import gendiff
+
+        @gendiff.hookimpl
+        def gendiff_checkpoint_written(run, step, path):
+            (run.run_dir / "latest.txt").write_text(f"{step} {path.name}\\n")
+    """
+
+
+@hookspec
+def gendiff_samples_written(run, step: int, path) -> None:
+    """After a picture of samples is written: the grids during training (``RUN/samples/step-N.png``,
+    EMA weights) and the final samples' grid (``RUN/samples/final/grid.png``)::
+
+        import gendiff
+
+        @gendiff.hookimpl
+        def gendiff_samples_written(run, step, path):
+            with open(run.run_dir / "pictures.txt", "a") as fh:
+                fh.write(f"{step} {path}\\n")
+    """
+
+
+@hookspec
+def gendiff_run_end(run, result: dict) -> None:
+    """When ``gendiff run`` has trained, sampled and evaluated: ``result`` is its summary (steps,
+    seconds, images per second, and ``evaluations``, each metric's result or its error)::
+
+        import json, gendiff
+
+        @gendiff.hookimpl
+        def gendiff_run_end(run, result):
+            (run.run_dir / "summary.json").write_text(json.dumps(result, default=str))
     """

@@ -22,8 +22,8 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .component import FAMILIES
-from .errors import PluginError, UnknownComponentError
+from .component import FAMILIES, INTERFACES
+from .errors import DuplicateNameError, PluginError, UnknownComponentError
 from .hookspecs import hookimpl
 
 ENTRY_POINT_GROUP = "gendiff"
@@ -38,8 +38,11 @@ HOOKS = {
     "sampler": "gendiff_register_samplers",
     "time_sampler": "gendiff_register_time_samplers",
     "dataset": "gendiff_register_datasets",
+    "metric": "gendiff_register_metrics",
 }
 assert set(HOOKS) == set(FAMILIES)
+#: the event hooks (see gendiff.events)
+EVENT_HOOKS = ("gendiff_train_step_end", "gendiff_checkpoint_written", "gendiff_samples_written", "gendiff_run_end")
 
 
 class PluginLoadWarning(UserWarning):
@@ -73,6 +76,16 @@ class Registry:
         self._entries: dict[str, Registration] = {}
 
     def add(self, cls: type, plugin: str) -> None:
+        """Register ``cls``; refuse a class without a name, one of another family (naming the
+        plugin and both families) and a name registered twice (naming both plugins)."""
+        family = getattr(cls, "family", None) if isinstance(cls, type) else None
+        if family != self.family:
+            what = (f"a {family}" if family else f"{cls!r}, which is not a component class (no family)")
+            raise PluginError(
+                f"plugin '{plugin}' returned {getattr(cls, '__qualname__', repr(cls))} from "
+                f"{HOOKS[self.family]}, but it is {what}, not a {self.family}: a {self.family} must subclass "
+                f"{INTERFACES[self.family]}."
+            )
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise PluginError(
@@ -80,12 +93,11 @@ class Registry:
             )
         if name in self._entries:
             other = self._entries[name].plugin
-            raise PluginError(
+            raise DuplicateNameError(
                 f"the {self.family} name '{name}' is registered twice: by plugin '{other}' "
                 f"({self._entries[name].cls.__qualname__}) and by plugin '{plugin}' "
                 f"({cls.__qualname__}). Uninstall one of them, or disable it with GENDIFF_PLUGINS."
             )
-        cls.family = self.family
         self._entries[name] = Registration(cls, plugin)
 
     def get(self, name: str) -> type:
@@ -144,13 +156,25 @@ class PluginSystem:
                 if result is None:
                     continue
                 if not isinstance(result, (list, tuple)):
-                    raise PluginError(
-                        f"plugin '{plugin}': {hook_name} must return a list of classes, "
-                        f"got {type(result).__name__}."
-                    )
+                    self._refuse(info, PluginError(f"plugin '{plugin}': {hook_name} must return a list of classes, "
+                                                   f"got {type(result).__name__}."))
+                    continue
                 for cls in result:
-                    self.registries[family].add(cls, plugin)
+                    try:
+                        self.registries[family].add(cls, plugin)
+                    except DuplicateNameError:
+                        raise  # two plugins claim one name: there is no safe choice between them
+                    except PluginError as exc:
+                        self._refuse(info, exc)
+                        continue
                     info.components.setdefault(family, []).append(cls.name)
+
+    @staticmethod
+    def _refuse(info: PluginInfo, exc: PluginError) -> None:
+        """A malformed registration: the class is not registered, the plugin's error recorded and
+        a :class:`PluginLoadWarning` raised; everything else keeps working."""
+        info.error = str(exc)
+        warnings.warn(f"{exc} It was not registered.", PluginLoadWarning, stacklevel=3)
 
     def registry(self, family: str) -> Registry:
         try:
@@ -250,6 +274,7 @@ def get_component(family: str, name: str, system: PluginSystem | None = None) ->
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "EVENT_HOOKS",
     "HOOKS",
     "PluginInfo",
     "PluginLoadWarning",

@@ -72,16 +72,21 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
         return result
     model = trainer.ema_model().eval()
     x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress, precision=trainer.precision)
-    write_samples(x, model.levels, run_dir / "samples" / "final", pngs=False)
+    final = run_dir / "samples" / "final"
+    write_samples(x, model.levels, final, pngs=False)
+    trainer.events.emit("gendiff_samples_written", run=trainer.run_info, step=summary.steps, path=final / "grid.png")
     from .evaluation import run_evaluations
+    from .evaluation.inputs import eval_context
 
-    evaluations = run_evaluations(model, setup.spec, unit_to_levels(x, model.levels), setup.dataset, run_dir,
-                                  summary.checkpoint, trainer.precision, console, progress)
+    context = eval_context(model, setup.spec, run_dir, summary.checkpoint, trainer.precision, console, progress,
+                           unit_to_levels(x, model.levels), setup.plugins)
+    evaluations = run_evaluations(context, ev.metrics, setup.plugins)
     (run_dir / "eval").mkdir(exist_ok=True)
     for name, value in evaluations.items():
         (run_dir / "eval" / f"{name}.json").write_text(json.dumps(value, indent=1))
     result["evaluations"] = evaluations
-    _report(console, result)
+    _report(console, result, setup.plugins)
+    trainer.events.emit("gendiff_run_end", run=trainer.run_info, result=result)
     failed = {name: value["error"] for name, value in evaluations.items() if "error" in value}
     if failed:
         raise EvaluationFailed(
@@ -95,7 +100,9 @@ class EvaluationFailed(GendiffError):
     """The run trained and saved, but an evaluation the recipe asked for could not be made."""
 
 
-def _report(console: Console, result: dict[str, Any]) -> None:
+def _report(console: Console, result: dict[str, Any], system=None) -> None:
+    from .evaluation import metric
+
     table = Table(title=f"gendiff run: {result['run_dir']}")
     table.add_column("what")
     table.add_column("value")
@@ -103,19 +110,7 @@ def _report(console: Console, result: dict[str, Any]) -> None:
     table.add_row("training time", f"{result['seconds']:.1f} s ({result['images_per_second']:.1f} img/s)")
     table.add_row("samples", f"{result['final_samples']} in {result['run_dir']}/samples/final")
     for name, value in result.get("evaluations", {}).items():
-        if "error" in value:
-            table.add_row(name, f"failed: {value['error']}")
-        elif name == "classifier":
-            table.add_row("classifier: mean top-class probability", f"{value['mean_top_class_probability']:.3f}")
-            table.add_row("classifier: classes present", f"{value['classes_present']} / 10")
-            table.add_row("classifier: copies of training images", str(value["copies"]))
-        elif name == "nll":
-            bpd = value["bits_per_dim"]
-            table.add_row("bits/dim (test bound)", f"{bpd['total']:.4f} (L_T {bpd['prior_L_T']:.2e}, "
-                          f"L_1..L_T-1 {bpd['sum_L_1_to_L_T_minus_1']:.4f}, L_0 {bpd['decoder_L_0']:.4f})")
-        elif name == "fid":
-            table.add_row(f"FID / KID ({value['features']})", f"{value['fid']:.3f} / {value['kid_mean']:.4f}")
-        elif name == "rd":
-            table.add_row("rate-distortion at t = 1", f"{value['rate_at_t1']:.4f} bits/dim, RMSE "
-                          f"{value['distortion_at_t1']:.3f} ({value['png']})")
+        rows = [(name, f"failed: {value['error']}")] if "error" in value else metric(name, system).summary(value)
+        for label, shown in rows:
+            table.add_row(label, shown)
     console.print(table)

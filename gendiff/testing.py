@@ -36,6 +36,8 @@ __all__ = [
     "check_sampler",
     "check_dataset",
     "check_time_sampler",
+    "check_metric",
+    "eval_context",
     "tiny_model",
     "testing_plugin_system",
     "TinyConv",
@@ -468,6 +470,49 @@ def check_time_sampler(sampler, timesteps: int = 20) -> None:
         assert torch.equal(wa, wb), "the same state must give the same weights"
         mean = float(wa.double().mean())
         assert abs(mean - 1) < 0.05, f"importance weights must average 1 under the sampler's draws, got {mean:.3f}"
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def eval_context(run_dir=None, seed: int = 0):
+    """An :class:`~gendiff.evaluation.EvalContext` for a small untrained digits model (T = 20,
+    ``eval.samples`` 16, ``eval.fid_samples`` 32, ``eval.nll_examples`` 16) in ``run_dir`` (a new
+    temporary folder by default): enough for a metric to run end to end in seconds."""
+    import tempfile
+    from pathlib import Path
+
+    from .builder import build
+    from .evaluation.inputs import eval_context as make
+    from .recipe import parse_recipe
+
+    recipe = {"schedule": {"name": "linear", "timesteps": 20}, "parameterization": {"name": "eps"},
+              "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"},
+              "sampler": {"name": "ancestral"}, "data": {"name": "digits"},
+              "backbone": {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+                           "attn_resolutions": [4], "dropout": 0.0, "norm_groups": 8},
+              "eval": {"samples": 16, "fid_samples": 32, "nll_examples": 16}}
+    torch.manual_seed(seed)
+    model = build(recipe).eval()
+    run_dir = Path(run_dir or tempfile.mkdtemp(prefix="gendiff-metric-"))
+    checkpoint = run_dir / "checkpoints" / "step-0"
+    return make(model, parse_recipe(recipe), run_dir, checkpoint, progress=False)
+
+
+def check_metric(metric, context=None) -> None:
+    """A metric either refuses the small digits run of :func:`eval_context` with a ``ValueError``
+    from ``check`` or evaluates it: a JSON-serialisable dict, and report rows of two strings."""
+    import json
+
+    context = context or eval_context()
+    try:
+        metric.check(context.model, context.dataset)
+    except ValueError as exc:
+        assert str(exc), "check must say why the metric does not apply"
+        return
+    result = metric.evaluate(context)
+    assert isinstance(result, dict) and result, "evaluate must return a non-empty dict"
+    json.dumps(result)  # written to RUN/eval/<name>.json
+    rows = metric.summary(result)
+    assert all(isinstance(a, str) and isinstance(b, str) for a, b in rows), "summary rows are (label, value) strings"
 
 
 # -- datasets ------------------------------------------------------------------------------------

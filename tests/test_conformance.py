@@ -1,11 +1,19 @@
 """Every registered implementation of every family passes its family's conformance suite."""
 
+import functools
+
 import pytest
 
 from gendiff import testing
 from gendiff.plugins import create_plugin_system
 
 SYSTEM = create_plugin_system()
+
+
+@functools.lru_cache(maxsize=1)
+def context():
+    """One small digits run shared by the metric suites (built on first use)."""
+    return testing.eval_context()
 #: datasets whose files cannot exist here are checked in tests/test_datasets.py on fakes
 NEEDS_FILES = {"cifar10", "image-folder"}
 SUITES = {
@@ -16,6 +24,7 @@ SUITES = {
     "sampler": lambda cls: testing.check_sampler(testing.example_instance(cls)),
     "dataset": lambda cls: testing.check_dataset(testing.example_instance(cls)),
     "time_sampler": lambda cls: testing.check_time_sampler(testing.example_instance(cls)),
+    "metric": lambda cls: testing.check_metric(testing.example_instance(cls), context()),
     "backbone": testing.check_backbone,
 }
 CASES = [

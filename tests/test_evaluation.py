@@ -233,12 +233,12 @@ def test_run_ends_with_every_requested_evaluation(tmp_path, monkeypatch):
     assert (tmp_path / "r" / "eval" / "rd-test" / "rd.csv").is_file()
     assert json.loads((tmp_path / "r" / "eval" / "fid.json").read_text())["samples"] == 16
 
-    import gendiff.evaluation as ev
+    from gendiff.evaluation.metrics import FID
 
-    def broken(**_):
+    def broken(self, context):
         raise GendiffError("the reference is unavailable")
 
-    monkeypatch.setitem(ev._RUNNERS, "fid", broken)
+    monkeypatch.setattr(FID, "evaluate", broken)
     with pytest.raises(EvaluationFailed, match="training finished and was saved.*fid: the reference is unavailable"):
         run(recipe, over, out=tmp_path / "r2", progress=False)
     assert (tmp_path / "r2" / "checkpoints" / "step-4").is_dir()

@@ -10,7 +10,7 @@ import pytest
 import gendiff
 from gendiff import hookspecs, testing
 from gendiff.errors import PluginError, UnknownComponentError
-from gendiff.plugins import HOOKS, PluginLoadWarning, create_plugin_system, plugin_system, registry
+from gendiff.plugins import EVENT_HOOKS, HOOKS, PluginLoadWarning, create_plugin_system, plugin_system, registry
 from gendiff.schedules import LinearSchedule
 
 
@@ -51,7 +51,7 @@ PLUGIN_SOURCE = """
 
 def test_every_family_has_one_prefixed_documented_hook():
     names = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "gendiff_spec")]
-    assert sorted(names) == sorted(HOOKS.values())
+    assert sorted(names) == sorted([*HOOKS.values(), *EVENT_HOOKS])
     for n in names:
         assert n.startswith("gendiff_")
         doc = getattr(hookspecs, n).__doc__
@@ -79,6 +79,7 @@ CHECKS = {
     "sampler": testing.check_sampler,
     "dataset": testing.check_dataset,
     "time_sampler": testing.check_time_sampler,
+    "metric": testing.check_metric,
 }
 
 
@@ -130,16 +131,31 @@ def test_same_name_from_two_plugins_is_an_error_naming_both():
     assert "'linear'" in msg and "'gendiff'" in msg and "'clashing-plugin'" in msg
 
 
-def test_malformed_registrations_are_errors_naming_the_plugin():
+def test_malformed_registrations_are_refused_naming_the_plugin():
+    """A nameless class, a hook that returns no list, and a class of another family (or no
+    component at all) are refused at registration with a warning naming the plugin and the
+    families; the plugin's error is recorded and everything else keeps working."""
+    from gendiff.samplers import Ancestral
+
     class Nameless(LinearSchedule):
         name = ""
 
-    with pytest.raises(PluginError, match="bad-plugin.*without a 'name'"):
-        create_plugin_system(extra_plugins=[("bad-plugin", make_plugin("x", gendiff_register_schedules=[Nameless]))],
-                             autoload=False)
-    with pytest.raises(PluginError, match="bad-plugin.*must return a list"):
-        create_plugin_system(extra_plugins=[("bad-plugin", make_plugin("x", gendiff_register_schedules=LinearSchedule))],
-                             autoload=False)
+    cases = [
+        ("gendiff_register_schedules", [Nameless], "bad-plugin.*without a 'name'"),
+        ("gendiff_register_schedules", LinearSchedule, "bad-plugin.*must return a list"),
+        ("gendiff_register_schedules", [Ancestral],
+         r"plugin 'bad-plugin' returned Ancestral from gendiff_register_schedules, but it is a sampler, not a "
+         r"schedule: a schedule must subclass gendiff.schedules.NoiseSchedule"),
+        ("gendiff_register_samplers", [dict], r"returned dict from gendiff_register_samplers, but it is .*not a "
+                                              r"component class"),
+        ("gendiff_register_metrics", [LinearSchedule], "it is a schedule, not a metric"),
+    ]
+    for hook, value, message in cases:
+        with pytest.warns(PluginLoadWarning, match=message):
+            system = create_plugin_system(extra_plugins=[("bad-plugin", make_plugin("x", **{hook: value}))],
+                                          autoload=False)
+        assert system.plugins["bad-plugin"].error and "linear" in system.registry("schedule")
+        assert "ancestral" in system.registry("sampler") and "ancestral" not in system.registry("schedule")
 
 
 def test_entry_point_discovery_from_a_hand_made_dist_info(tmp_path, monkeypatch):

@@ -94,7 +94,20 @@ def run_samples(path: Path, n: int | None, seed: int = 0, batch_size: int = 256,
     return images, model, checkpoint
 
 
-def reference_images(ref: str, model=None) -> tuple[np.ndarray, str | None]:
+def eval_context(model, spec, run_dir: Path, checkpoint: Path, precision: str = "fp32", console=None,
+                 progress: bool = True, final_samples: torch.Tensor | None = None, system=None):
+    """The :class:`~gendiff.evaluation.metrics.EvalContext` of a run: samples drawn by
+    :func:`run_samples` (kept in RUN/eval/samples/), references by :func:`reference_images`."""
+    from .metrics import EvalContext
+
+    def draw(n: int, seed: int) -> np.ndarray:
+        return run_samples(run_dir, n, seed, 256, console, progress, precision, model=model, checkpoint=checkpoint)[0]
+
+    return EvalContext(model, model.dataset, spec, Path(run_dir), Path(checkpoint), draw,
+                       lambda ref: reference_images(ref, model, system), precision, console, progress, final_samples)
+
+
+def reference_images(ref: str, model=None, system=None) -> tuple[np.ndarray, str | None]:
     """``train``/``test`` (the run's own dataset), ``DATASET:SPLIT`` (a registered dataset with
     its default arguments), or a path (samples.npz or a folder of images). Returns the images
     and a cache key (None for paths)."""
@@ -107,7 +120,7 @@ def reference_images(ref: str, model=None) -> tuple[np.ndarray, str | None]:
         dataset, split = model.dataset, ref
     elif ":" in ref and not Path(ref).exists():
         name, _, split = ref.partition(":")
-        registry = plugin_system().registry("dataset")
+        registry = (system or plugin_system()).registry("dataset")
         if name not in registry or split not in ("train", "test"):
             raise GendiffError(f"unknown reference {ref!r}: use train, test, DATASET:SPLIT with a dataset from "
                                f"{', '.join(registry.names())} and split train or test, or a path")

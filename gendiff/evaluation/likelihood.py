@@ -34,6 +34,7 @@ class BoundPass:
     prior: float
     terms: np.ndarray
     distortion: np.ndarray
+    clip_x0: bool = False  #: the official clipped convention (x0_hat clipped before each mean)
 
     @property
     def total(self) -> float:
@@ -47,8 +48,11 @@ class BoundPass:
 
 @torch.no_grad()
 def bound_pass(model, data: torch.Tensor, batch_size: int = 256, seed: int = 0,
-               progress: Callable[[int], None] | None = None) -> BoundPass:
-    """One pass of the bound over uint8 data (N, C, H, W) in {0..K-1}."""
+               progress: Callable[[int], None] | None = None, labels: torch.Tensor | None = None,
+               clip_x0: bool = False) -> BoundPass:
+    """One pass of the bound over uint8 data (N, C, H, W) in {0..K-1}, with the class ``labels``
+    (N,) of a conditional model; ``clip_x0`` gives the official clipped convention (x0_hat clipped
+    to [-1, 1] before each reverse mean, as ``calc_bpd_loop``'s ``clip_denoised=True``)."""
     if len(data) == 0:
         raise ValueError("no examples to evaluate")
     device = model.device
@@ -58,37 +62,49 @@ def bound_pass(model, data: torch.Tensor, batch_size: int = 256, seed: int = 0,
     prior, terms, dist = 0.0, np.zeros(T), np.zeros(T)
     for start in range(0, len(data), batch_size):
         x0 = levels_to_unit(data[start:start + batch_size].float(), model.levels).to(device)
+        cond = None if labels is None else labels[start:start + batch_size].to(device)
         prior += (model.schedule.prior_kl(x0).reshape(len(x0), -1).sum(1) * bits).sum().item()
         target = (x0 + 1) * 127.5
-        for term in model.bound_terms(x0, g):
+        for term in model.bound_terms(x0, g, cond, clip_x0):
             terms[term.t - 1] += (term.nats * bits).sum().item()
             guess = (term.prediction.x0.clamp(-1, 1) + 1) * 127.5
             dist[term.t - 1] += ((guess - target) ** 2).reshape(len(x0), -1).mean(1).sqrt().sum().item()
             if progress is not None:
                 progress(len(x0))
     n = len(data)
-    return BoundPass(n, prior / n, terms / n, dist / n)
+    return BoundPass(n, prior / n, terms / n, dist / n, clip_x0)
 
 
 def nll_report(bp: BoundPass, split: str) -> dict[str, Any]:
-    """The bound and its breakdown as written to ``eval/nll-<split>.json``."""
+    """The bound and its breakdown as written to ``eval/nll-<split>.json``: the total, L_T, the sum
+    of L_1..L_{T-1}, L_0, and every term: ``terms_bits_per_dim[i]`` is L_i (i = 0..T-1, that of
+    grid step t = i + 1), so sum(terms) + L_T = total. ``clip_x0`` names the convention."""
     return {
         "split": split,
         "examples": bp.examples,
+        "clip_x0": bp.clip_x0,
         "bits_per_dim": {
             "total": bp.total,
             "prior_L_T": bp.prior,
             "sum_L_1_to_L_T_minus_1": float(bp.terms[1:].sum()),
             "decoder_L_0": float(bp.terms[0]),
         },
+        "terms_bits_per_dim": [float(v) for v in bp.terms],
     }
 
 
+def split_labels(model, dataset, split: str, n: int) -> torch.Tensor | None:
+    """The first n labels of a split for a conditional model (None for an unconditional one)."""
+    return dataset.labels(split)[:n] if model.conditioning.active else None
+
+
 def bits_per_dim(model, dataset, split: str = "test", examples: int = 256, batch_size: int = 256,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, clip_x0: bool = False) -> dict[str, Any]:
     """The mean bound over the first ``examples`` images of ``split`` in bits/dim, with L_T, the
-    sum of L_1..L_{T-1} and L_0."""
-    return nll_report(bound_pass(model, dataset.load(split)[:examples], batch_size, seed), split)
+    sum of L_1..L_{T-1}, L_0 and every term."""
+    data = dataset.load(split)[:examples]
+    labels = split_labels(model, dataset, split, examples)
+    return nll_report(bound_pass(model, data, batch_size, seed, labels=labels, clip_x0=clip_x0), split)
 
 
 def write_rate_distortion(bp: BoundPass, out: Path) -> tuple[Path, Path]:

@@ -44,7 +44,7 @@ def prepare(source, overrides: Sequence[str] = (), plugins=None) -> RunSetup:
         )
     torch.manual_seed(spec.train.seed)
     model = build(raw, plugins=system)
-    check_metrics(spec, model.dataset, system)
+    check_metrics(spec, model, system)
     _check_sample_memory(spec, model)
     objects = {table: getattr(model, table) for table in spec.components}
     return RunSetup(model, spec, resolve(spec, objects, model.dataset, system), model.dataset, system)

@@ -22,6 +22,7 @@ from rich.console import Console
 from ..checkpoint import latest_checkpoint
 from ..diffusion import Diffusion
 from ..distributed import Dist, check_batch, wrap
+from ..events import Events, RunInfo
 from ..images import grid, save_png, to_uint8
 from ..runtime import autocast, choose_device, choose_precision, step_generator
 from .data import DataStream
@@ -93,6 +94,8 @@ class Trainer:
         # the model Algorithm 1 runs: the same components around the DDP-wrapped network
         self.train_model = self.model.with_backbone(wrap(self.model.backbone, self.dist, self.device))
         self.step = 0
+        self.events = Events(setup.plugins, enabled=self.dist.main)  # rank 0 tells the plugins
+        self.run_info = RunInfo(self.run_dir, setup.resolved, self.model, self.cfg.steps, self.dist.world)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -134,12 +137,13 @@ class Trainer:
     def ema_model(self) -> Diffusion:
         return self.model.with_backbone(self.ema.net)
 
-    def _sample_grid(self, name: str) -> None:
+    def _sample_grid(self) -> None:
         g = step_generator(self.cfg.seed, 0, 3, self.device)  # the same noise for every grid
         with autocast(self.device, self.precision):
             x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
-        save_png(grid(to_uint8(x, self.model.levels)), self.run_dir / "samples" / f"{name}.png",
-                 scale=max(1, 64 // self.model.data_shape[1]))
+        path = self.run_dir / "samples" / f"step-{self.step}.png"
+        save_png(grid(to_uint8(x, self.model.levels)), path, scale=max(1, 64 // self.model.data_shape[1]))
+        self.events.emit("gendiff_samples_written", run=self.run_info, step=self.step, path=path)
 
     # -- Algorithm 1 ---------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_after: int | None = None) -> TrainSummary:
@@ -171,13 +175,17 @@ class Trainer:
                     ips = (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
                     progress.update(task, completed=self.step, loss=loss, ips=ips)
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        self.folder.log({"step": self.step, "loss": sum(window) / len(window), "lr": lr,
-                                         "grad_norm": grad_norm, "img_per_s": ips, "time": round(elapsed, 3)})
+                        figures = {"step": self.step, "loss": sum(window) / len(window), "lr": lr,
+                                   "grad_norm": grad_norm, "img_per_s": ips, "time": round(elapsed, 3)}
+                        self.folder.log(figures)
+                        self.events.emit("gendiff_train_step_end", run=self.run_info, step=self.step, figures=figures)
                         window = []
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.main:
-                        self._sample_grid(f"step-{self.step}")
+                        self._sample_grid()
                     if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                         last_ckpt = self._save(data)
+                        self.events.emit("gendiff_checkpoint_written", run=self.run_info, step=self.step,
+                                         path=last_ckpt)
         finally:
             self.folder.close_metrics()
         seconds = time.perf_counter() - start_time
