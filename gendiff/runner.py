@@ -23,11 +23,12 @@ def default_run_dir(source) -> Path:
 
 def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, resume: bool = False,
         dry_run: bool = False, console: Console | None = None, progress: bool = True,
-        stop_after: int | None = None, nproc: int = 1) -> dict[str, Any]:
+        stop_after: int | None = None, nproc: int = 1, plugins=None) -> dict[str, Any]:
     """Validate, build, train (or resume), sample from the EMA model and evaluate.
-    Returns a summary dict (also the dry run's plan)."""
+    Returns a summary dict (also the dry run's plan). ``plugins``: the plugin system whose
+    components and event hooks the run uses (default: the installed plugins)."""
     console = console or Console()
-    setup = prepare(source, overrides)
+    setup = prepare(source, overrides, plugins)
     cfg, ev = setup.spec.train, setup.spec.eval
     run_dir = Path(out) if out else default_run_dir(source)
     params = sum(p.numel() for p in setup.model.backbone.parameters())

@@ -145,9 +145,21 @@ def test_fid_of_a_run_keeps_its_samples(quick_run, monkeypatch):
 def test_nll_and_rate_distortion_agree_and_behave(quick_run):
     res = invoke("eval", "nll", quick_run, "--n", "32", "--no-progress")
     assert res.exit_code == 0, res.output
-    nll = json.loads((quick_run / "eval" / "nll-test.json").read_text())["bits_per_dim"]
+    report = json.loads((quick_run / "eval" / "nll-test.json").read_text())
+    nll = report["bits_per_dim"]
     assert nll["total"] == pytest.approx(nll["prior_L_T"] + nll["sum_L_1_to_L_T_minus_1"] + nll["decoder_L_0"])
     assert 0.5 < nll["total"] < np.log2(17)  # better than uniform over the 17 levels
+    terms = report["terms_bits_per_dim"]  # every L_{t-1}, t = 1..T
+    assert len(terms) == 100 and report["clip_x0"] is False
+    assert terms[0] == nll["decoder_L_0"] and sum(terms[1:]) == pytest.approx(nll["sum_L_1_to_L_T_minus_1"])
+    assert all(v >= -1e-9 for v in terms[1:])  # KLs
+    clipped = invoke("eval", "nll", quick_run, "--n", "32", "--no-progress", "--clip-x0")
+    assert clipped.exit_code == 0 and "the official convention" in clipped.output
+    official = json.loads((quick_run / "eval" / "nll-test-clipped.json").read_text())
+    assert official["clip_x0"] is True and len(official["terms_bits_per_dim"]) == 100
+    assert official["bits_per_dim"]["total"] == pytest.approx(sum(official["terms_bits_per_dim"]) +
+                                                              official["bits_per_dim"]["prior_L_T"])
+    assert official["bits_per_dim"]["total"] != nll["total"]  # the same draws, another convention
     rd = invoke("eval", "rd", quick_run, "--n", "32", "--no-progress")
     assert rd.exit_code == 0, rd.output
     folder = quick_run / "eval" / "rd-test"
@@ -162,6 +174,27 @@ def test_nll_and_rate_distortion_agree_and_behave(quick_run):
     assert (np.diff(coarse) > 0).all()  # distortion increases with t
     assert rate[0] == pytest.approx(nll["total"], rel=1e-6)  # the final rate is the bound of eval nll
     assert rate[T] == pytest.approx(nll["prior_L_T"], rel=1e-6) and dist[0] == 0
+
+
+def test_the_clipped_bound_is_the_bound_of_the_clipped_means(quick_run):
+    """nll_bpd(clip_x0=True) (the official calc_bpd_loop's convention) is eq. 5 with each reverse
+    mean formed from clip(x0_hat), computed here term by term by hand."""
+    from gendiff.distributions import Gaussian, levels_to_unit
+
+    model, _ = load_run(quick_run)
+    x0 = levels_to_unit(model.dataset.load("test")[:8].float(), model.levels)
+    exact = model.nll_bpd(x0, torch.Generator().manual_seed(5))
+    clipped = model.nll_bpd(x0, torch.Generator().manual_seed(5), clip_x0=True)
+    g = torch.Generator().manual_seed(5)
+    s = model.schedule
+    for t in range(1, model.timesteps + 1):
+        tt = torch.full((8,), t)
+        x_t = s.q_sample(x0, tt, s.noise_like(x0, g))
+        x0_hat = s.x0_from_eps(x_t, tt, model.network(x_t, tt)[0]).clamp(-1, 1)
+        p = Gaussian(s.posterior_mean(x0_hat, x_t, tt), s.at("log_fixed_large", tt, x_t))
+        nats = model.bound_term(x0, x_t, tt, p)
+        assert torch.allclose(clipped.terms[:, t - 1], nats / (model.dims * np.log(2)), rtol=1e-5, atol=1e-6), t
+    assert not torch.allclose(clipped.total, exact.total)
 
 
 def test_rate_at_t0_is_exactly_the_bound(quick_run):

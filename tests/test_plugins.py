@@ -1,6 +1,7 @@
 """The plugin system: hooks, registries, entry-point discovery and its failure modes."""
 
 import inspect
+import json
 import textwrap
 import types
 import warnings
@@ -263,3 +264,71 @@ def test_the_guides_own_example_schedule_works():
     namespace = {}
     exec(code, namespace)
     testing.check_schedule(namespace["Exponential"](timesteps=50))
+
+
+EVENT_FILES = {"gendiff_train_step_end": "my-log.jsonl", "gendiff_checkpoint_written": "latest.txt",
+               "gendiff_samples_written": "pictures.txt", "gendiff_run_end": "summary.json"}
+
+
+def _event_examples():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    docs = dict(re.findall(r"### `(gendiff_\w+)\(run, [^`]*\)`.*?```python\n(.*?)```", text, flags=re.S))
+    for hook in EVENT_HOOKS:
+        doc = inspect.getdoc(getattr(hookspecs, hook)).split("::", 1)[1]
+        yield hook, "docstring", textwrap.dedent(doc)
+        yield hook, "guide", docs.get(hook, "")
+
+
+def _tiny_run_recipe():
+    from fakes import digits_recipe
+
+    return digits_recipe(timesteps=10, channels=8, steps=2, batch_size=8, checkpoint_every=1, sample_every=1,
+                         sample_grid=4, samples=4)
+
+
+@pytest.mark.parametrize("hook, where, code", list(_event_examples()), ids=lambda v: v if isinstance(v, str) and
+                         len(v) < 40 else "")
+def test_each_event_hooks_examples_run(tmp_path, hook, where, code):
+    """Both the hook's docstring example and the guide's run: registered as a plugin, they see a
+    tiny `gendiff run` and write what they say."""
+    from gendiff.runner import run
+
+    assert code, f"docs/plugins.md has no example for {hook}"
+    namespace = {}
+    exec(compile(code, f"<{hook} {where} example>", "exec"), namespace)
+    plugin = types.ModuleType(f"events_{hook}")
+    plugin.__dict__.update(namespace)
+    system = create_plugin_system(extra_plugins=[("events", plugin)], autoload=False)
+    run(_tiny_run_recipe(), out=tmp_path / "run", progress=False, plugins=system)
+    written = (tmp_path / "run" / EVENT_FILES[hook]).read_text()
+    if hook == "gendiff_train_step_end":
+        assert [json.loads(line)["step"] for line in written.splitlines()] == [1, 2]
+    elif hook == "gendiff_checkpoint_written":
+        assert written == "2 step-2\n"
+    elif hook == "gendiff_samples_written":
+        assert [line.split()[0] for line in written.splitlines()] == ["1", "2", "2"]
+        assert written.splitlines()[-1].endswith("final/grid.png")
+    else:
+        assert json.loads(written)["trained_steps"] == 2
+
+
+def test_a_failing_event_hook_warns_once_and_the_run_goes_on(tmp_path):
+    from gendiff.events import PluginRuntimeWarning
+    from gendiff.runner import run
+
+    calls = []
+
+    def gendiff_train_step_end(step):
+        calls.append(step)
+        raise OSError("the log server is down")
+
+    plugin = types.ModuleType("flaky")
+    plugin.gendiff_train_step_end = gendiff.hookimpl(gendiff_train_step_end)
+    system = create_plugin_system(extra_plugins=[("flaky-logger", plugin)], autoload=False)
+    with pytest.warns(PluginRuntimeWarning, match="'flaky-logger' failed in gendiff_train_step_end.*log server is down"):
+        result = run(_tiny_run_recipe(), out=tmp_path / "run", progress=False, plugins=system)
+    assert calls == [1] and result["trained_steps"] == 2  # switched off after its failure; the run finished
+    assert (tmp_path / "run" / "checkpoints" / "step-2").is_dir()

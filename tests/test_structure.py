@@ -85,3 +85,10 @@ def test_no_import_circles_between_gendiff_modules():
     graph = import_graph()
     assert "gendiff.plugins" in graph["gendiff.cli"] or "gendiff.plugins" in graph["gendiff.training.setup"]
     assert cycles(graph) == []
+def test_no_class_is_hundreds_of_lines():
+    long = []
+    for file in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                long.append(f"{file.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
