@@ -75,7 +75,7 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Folder for the PNGs and samples.npz."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder (default: the latest good one)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="A registered sampler (default: the recipe's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (network evaluations) for samplers that take them: ddim, respaced, dpm-solver++."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps for samplers that take them: ddim, respaced, dpm-solver++ (network evaluations), heun (2 steps - 1 evaluations)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights (default) or the raw ones."),

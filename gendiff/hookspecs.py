@@ -132,11 +132,13 @@ def gendiff_register_weightings() -> list[type]:
 
 @hookspec
 def gendiff_register_backbones() -> list[type]:
-    """Backbones: the neural network, an ``nn.Module`` called as ``net(x, t)``.
+    """Backbones: the neural network, an ``nn.Module`` called as ``net(x, t)`` (``t``: the
+    schedule's network time), or ``net(x, t, cond)`` in a conditional recipe.
 
     Return subclasses of :class:`gendiff.backbones.Backbone`. gendiff constructs it with the
     keyword arguments ``in_channels``, ``out_channels`` and ``image_size`` (decided by the other
-    components and the data) plus the recipe's ``[backbone]`` table::
+    components and the data) plus the recipe's ``[backbone]`` table; a backbone that declares
+    ``provides = frozenset({"class-labels"})`` also gets ``num_classes`` and the labels::
 
         import gendiff, torch
         from gendiff.backbones import Backbone
@@ -161,7 +163,8 @@ def gendiff_register_samplers() -> list[type]:
     """Samplers: turn a composed model into samples (Algorithm 2 and its successors).
 
     Return subclasses of :class:`gendiff.samplers.Sampler`. A sampler receives the whole
-    composed model, so it can call it as often per step as its solver needs::
+    composed model, so it can call it as often per step as its solver needs (for a conditional
+    model, a view whose predictions are already conditioned and guided)::
 
         import gendiff, torch
         from gendiff.samplers import Sampler
