@@ -277,3 +277,18 @@ def test_run_ends_with_every_requested_evaluation(tmp_path, monkeypatch):
     assert (tmp_path / "r2" / "checkpoints" / "step-4").is_dir()
     assert "error" in json.loads((tmp_path / "r2" / "eval" / "fid.json").read_text())
     assert "error" not in json.loads((tmp_path / "r2" / "eval" / "nll.json").read_text())
+
+
+def test_any_registered_metric_runs_by_name(quick_run):
+    """`gendiff eval NAME RUN` for every registered metric, not only the commands with options."""
+    listing = invoke("eval", "--help")
+    assert listing.exit_code == 0 and all(name in listing.flat for name in ("classifier", "fid", "nll", "rd"))
+    res = invoke("eval", "classifier", quick_run, "--no-progress")
+    assert res.exit_code == 0, res.output
+    report = json.loads((quick_run / "eval" / "classifier.json").read_text())
+    assert report["samples"] == 16 and 0 <= report["mean_top_class_probability"] <= 1  # the recipe's eval.samples
+    assert "classifier: mean top-class probability" in res.flat and report["checkpoint"].endswith("step-400")
+    unknown = invoke("eval", "bogus", quick_run)
+    assert unknown.exit_code == 2 and "No such command 'bogus'" in unknown.flat
+    missing = invoke("eval", "classifier", quick_run / "nowhere")
+    assert missing.exit_code == 1 and "no run or checkpoint folder" in missing.flat and "Traceback" not in missing.output

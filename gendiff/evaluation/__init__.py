@@ -9,7 +9,6 @@ interpolation) are :mod:`gendiff.evaluation.analyses`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..errors import GendiffError, RecipeError
