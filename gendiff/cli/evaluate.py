@@ -1,0 +1,249 @@
+"""``gendiff eval``: ``fid``, ``nll`` and ``rd`` with their options, and one command per registered
+metric (``gendiff eval NAME RUN``), a plugin's included, looked up when asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from ..errors import GendiffError
+from .common import app, console, err_console, friendly
+
+
+class EvalGroup(TyperGroup):
+    """``gendiff eval``: the commands below, and one per registered metric (``gendiff eval NAME RUN``),
+    a plugin's included, looked up when asked for."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(_metric_names()))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None and name in _metric_names():
+            command = _metric_command(name)
+        return command
+
+
+def _metric_names() -> list[str]:
+    import warnings
+
+    from ..plugins import PluginLoadWarning, plugin_system
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)  # `gendiff plugins` shows failures
+        return plugin_system().registry("metric").names()
+
+
+def _metric_command(name: str):
+    """A click command that evaluates the metric ``name`` on a run and writes RUN/eval/NAME.json."""
+    import click
+
+    from ..evaluation.metrics import Metric
+    from ..plugins import registry
+
+    cls = registry("metric").get(name)
+    doc = (cls.__doc__ or Metric.__doc__).strip().split("\n\n")[0]
+
+    @click.command(name=name, help=f"{doc} Writes RUN/eval/{name}.json.")
+    @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+    @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+                  help="A checkpoint folder (default: the latest good one).")
+    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+    @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+    @friendly
+    def command(run_path, checkpoint, device, progress):
+        _evaluate_metric(name, run_path, checkpoint, device, progress)
+
+    return command
+
+
+def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
+    import json
+
+    from ..evaluation import check_metrics, metric
+    from ..evaluation.inputs import eval_context
+    from ..recipe import parse_recipe
+    from ..runs import load_run
+    from ..runtime import choose_device, choose_precision
+
+    dev = choose_device(device)
+    model, ckpt = load_run(run_path, checkpoint, device=dev)
+    spec = parse_recipe(model.recipe)
+    spec.eval.metrics = [name]
+    check_metrics(spec, model)
+    run_dir = ckpt.parent.parent
+    precision = choose_precision(spec.train.precision, dev)
+    result = metric(name).evaluate(eval_context(model, spec, run_dir, ckpt, precision, err_console, progress))
+    result["checkpoint"] = str(ckpt)
+    out = run_dir / "eval" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    table = Table(title=f"{name} of {ckpt} ({out})")
+    table.add_column("what")
+    table.add_column("value")
+    for label, value in metric(name).summary(result):
+        table.add_row(label, value)
+    console.print(table)
+
+
+eval_app = typer.Typer(cls=EvalGroup, no_args_is_help=True,
+                       help="Evaluate samples and trained runs: fid, nll, rd, and every registered metric by name.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("fid")
+@friendly
+def eval_fid(
+    target: Path = typer.Argument(..., metavar="SAMPLES_OR_RUN", help="A run, a checkpoint, a samples.npz or a folder of images."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="train or test (the run's data, default train), DATASET:SPLIT, or a path."),
+    n: Optional[int] = typer.Option(None, "--n", min=2, help="Samples to use (default: a run's eval.fid_samples, or all given)."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file, for machines without internet."),
+    features: Optional[str] = typer.Option(None, "--features", help="gendiff-digits or inception-v3-compat (default: by image shape)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a run's samples."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch when generating."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """FID and KID (and the Inception Score) of samples against a reference, with torch-fidelity."""
+    import json
+
+    from ..evaluation.fidelity import choose_features, fidelity
+    from ..evaluation.inputs import is_run, load_images, reference_images, run_folder, run_samples
+
+    model = ckpt = None
+    if is_run(target):
+        from ..runs import load_run
+
+        model, ckpt = load_run(target)
+        ref = ref or "train"
+        reference, key = reference_images(ref, model)  # fail on a bad reference before sampling
+        from ..runtime import choose_precision
+
+        precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
+        samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
+                                           model=model, checkpoint=ckpt)
+    else:
+        if ref is None:
+            raise GendiffError("--ref is needed for a set of samples: train/test of a run's data need a run; "
+                               "give DATASET:SPLIT (e.g. digits:train) or a folder of images")
+        samples = load_images(target)
+        if n is not None:
+            if n > len(samples):
+                raise GendiffError(f"--n {n} is more than the {len(samples)} samples in {target}")
+            samples = samples[:n]
+        reference, key = reference_images(ref)
+    space = features or choose_features(samples)
+    result = fidelity(samples, reference, key, space, inception_weights)
+    result["reference"] = ref
+    if ckpt is not None:
+        result["checkpoint"] = str(ckpt)
+        out = run_folder(ckpt) / "eval" / f"fid-{ref.replace('/', '_').replace(':', '-')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+    table = Table(title=f"FID / KID of {target} against {ref} ({space} features)")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_row("FID", f"{result['fid']:.4f}")
+    table.add_row("KID", f"{result['kid_mean']:.6f} +- {result['kid_std']:.6f}")
+    if "inception_score_mean" in result:
+        label = "classifier score (IS in digits-classifier space)" if space != "inception-v3-compat" else "Inception Score"
+        table.add_row(label, f"{result['inception_score_mean']:.3f} +- {result['inception_score_std']:.3f}")
+    table.add_row("samples / reference images", f"{result['samples']} / {result['reference_images']}")
+    console.print(table)
+
+
+# the arguments of the commands built on one pass of the bound (eval nll, eval rd)
+BoundRun = Annotated[Path, typer.Argument(metavar="RUN", help="A run or checkpoint folder.")]
+BoundSplit = Annotated[str, typer.Option("--split", help="train or test.")]
+BoundN = Annotated[Optional[int], typer.Option("--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples).")]
+BoundBatch = Annotated[int, typer.Option("--batch-size", min=1)]
+BoundSeed = Annotated[int, typer.Option("--seed", help="Seed of the draws x_t ~ q(x_t | x0).")]
+BoundProgress = Annotated[bool, typer.Option("--progress/--no-progress")]
+
+
+@eval_app.command("nll")
+@friendly
+def eval_nll(
+    run_path: BoundRun,
+    split: BoundSplit = "test",
+    n: BoundN = None,
+    batch_size: BoundBatch = 256,
+    seed: BoundSeed = 0,
+    progress: BoundProgress = True,
+    clip_x0: bool = typer.Option(False, "--clip-x0", help="The official evaluation's convention: clip x0_hat to "
+                                 "[-1, 1] before forming each reverse mean (calc_bpd_loop, clip_denoised=True)."),
+) -> None:
+    """Bits/dim (the bound of eq. 5) with its breakdown L_T, L_1..L_{T-1}, L_0 and every term L_{t-1};
+    JSON in RUN/eval/ (nll-SPLIT.json, or nll-SPLIT-clipped.json with --clip-x0)."""
+    import json
+
+    from ..evaluation.likelihood import nll_report
+    from ..evaluation.inputs import run_folder
+
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, clip_x0)
+    report = nll_report(bp, split)
+    report["checkpoint"] = str(ckpt)
+    out = run_folder(ckpt) / "eval" / f"nll-{split}{'-clipped' if clip_x0 else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    bpd = report["bits_per_dim"]
+    convention = "x0_hat clipped, the official convention" if clip_x0 else "exact: x0_hat as predicted"
+    table = Table(title=f"bits/dim on {report['examples']} {split} images, {convention} ({out})")
+    table.add_column("term")
+    table.add_column("bits/dim", justify="right")
+    table.add_row("L_T (prior)", f"{bpd['prior_L_T']:.3e}")
+    table.add_row("L_1 + ... + L_{T-1}", f"{bpd['sum_L_1_to_L_T_minus_1']:.5f}")
+    table.add_row("L_0 (decoder)", f"{bpd['decoder_L_0']:.5f}")
+    table.add_row("total (NLL bound)", f"{bpd['total']:.5f}")
+    console.print(table)
+
+
+@eval_app.command("rd")
+@friendly
+def eval_rd(
+    run_path: BoundRun,
+    split: BoundSplit = "test",
+    n: BoundN = None,
+    batch_size: BoundBatch = 256,
+    seed: BoundSeed = 0,
+    progress: BoundProgress = True,
+) -> None:
+    """The rate-distortion curve of progressive lossy compression (Sec. 4.3, Fig. 5): rd.csv and rd.png in RUN/eval/."""
+    from ..evaluation.inputs import run_folder
+    from ..evaluation.likelihood import write_rate_distortion
+
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress)
+    csv_path, png_path = write_rate_distortion(bp, run_folder(ckpt) / "eval" / f"rd-{split}")
+    rate = bp.rate()
+    T = len(bp.terms)
+    table = Table(title=f"rate-distortion on {bp.examples} {split} images ({csv_path}, {png_path.name})")
+    for col in ("t", "reverse steps", "rate (bits/dim)", "distortion (RMSE, 0..255)"):
+        table.add_column(col, justify="right")
+    for t in sorted({T, (3 * T) // 4, T // 2, T // 4, 1, 0}, reverse=True):
+        table.add_row(str(t), str(T - t + 1), f"{rate[t]:.5f}", f"{bp.distortion[t - 1] if t else 0.0:.3f}")
+    console.print(table)
+
+
+def _bound_pass(run_path, split, n, batch_size, seed, progress, clip_x0: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..evaluation.likelihood import bound_pass, split_labels
+    from ..runs import load_run
+
+    if split not in ("train", "test"):
+        raise GendiffError(f"--split must be train or test, got {split!r}")
+    model, ckpt = load_run(run_path)
+    n = n or model.recipe.get("eval", {}).get("nll_examples", 256)
+    data = model.dataset.load(split)
+    if n > len(data):
+        raise GendiffError(f"--n {n} is more than the {len(data)} images of the {split} split")
+    data = data[:n]
+    with Progress(TextColumn("bound"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, disable=not progress) as bar:
+        task = bar.add_task("bound", total=n * model.timesteps)
+        bp = bound_pass(model, data, batch_size, seed, progress=lambda k: bar.update(task, advance=k),
+                        labels=split_labels(model, model.dataset, split, n), clip_x0=clip_x0)
+    return bp, ckpt
