@@ -8,7 +8,8 @@ Public API::
     nll = model.nll_bpd(x0)                              # eq. 5 in bits/dim, with its terms
     x = model.sample(16)                                 # Algorithm 2, x0 in [-1, 1]
 
-Time convention everywhere: the paper's t in {1..T}, as an integer tensor.
+Time convention: the schedule's. The paper's t in {1..T}, as an integer tensor, for a discrete
+schedule (a fractional t is refused); t in (0, 1] with a grid t_i = i / T for a continuous one.
 """
 
 from __future__ import annotations

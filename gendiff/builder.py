@@ -31,9 +31,11 @@ def build(
 
     Args:
         recipe: a TOML file path or a parsed mapping (see :mod:`gendiff.recipe`).
-        model: for tests and experiments, an explicit network ``model(x_t, t) -> output`` used in
-            place of the recipe's backbone (the recipe then has no ``[backbone]`` table). ``t`` is
-            the paper's t in {1..T}, an integer tensor (B,).
+        model: for tests and experiments, an explicit network ``model(x_t, t) -> output`` (or
+            ``model(x_t, t, cond)`` for a conditional recipe) used in place of the recipe's
+            backbone (the recipe then has no ``[backbone]`` table). ``t`` is the schedule's
+            network time: the paper's t in {1..T} as an integer tensor (B,) for a discrete
+            schedule, 1000 t for a continuous one (:meth:`NoiseSchedule.network_time`).
         plugins: the plugin system to look names up in (default: the process-wide one).
 
     Raises:

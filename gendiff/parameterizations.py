@@ -12,7 +12,8 @@ else (the clipped prediction, the mean) is derived once in :meth:`Parameterizati
 
 All views are the same model family (the "unified perspective"): the round trip
 ``to_x0(target(x0, eps, ...))`` returns x0 for every parameterization. Time convention: the
-paper's t in {1..T}, integer tensor of shape (B,).
+schedule's (the paper's t in {1..T}, an integer tensor (B,), for a discrete schedule; t in (0, 1]
+for a continuous one, where the x0 and eps views exist at any t and the mean on the grid).
 """
 
 from __future__ import annotations

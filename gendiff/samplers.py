@@ -9,9 +9,15 @@ that call the model several times per step fit the same interface. What a sample
   with ``.sample(generator)`` for t > 1 and ``.decode(generator)`` for the last step
   (``model.reverse_step`` gives it together with the prediction it came from);
 - ``model.predict(x_t, t)``: the raw prediction (x0_hat, eps_hat, mean) for other solvers;
-- ``model.timesteps`` and ``model.time(t, batch, device)``.
+- ``model.timesteps`` and ``model.time(i, batch, device)`` (grid step i as the schedule's time);
+- ``model.schedule`` for anything else (``log_snr``, ``time_from_log_snr``, the tables).
 
-Time convention: the paper's t in {1..T}; a reverse loop runs t = T, T-1, ..., 1.
+For a conditional model the sampler receives a conditioned view (:meth:`Diffusion.conditioned`):
+its predictions are already conditioned and guided, so no sampler has conditioning code.
+
+Time convention: grid steps i in {1..T} (the paper's t for a discrete schedule, t = i / T for a
+continuous one); a reverse loop runs i = T, T-1, ..., 1. :class:`Heun` steps between any times a
+continuous schedule accepts, and on a discrete one maps its noise levels to steps explicitly.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ Interface: :class:`Variance`. A variance says how many extra network output chan
 (:meth:`Variance.transition`). For the Gaussian family that is N(mu_theta, sigma_t^2 I) with
 log sigma_t^2 from :meth:`Variance.log_variance`.
 
-Time convention: the paper's t in {1..T}, integer tensor of shape (B,). At t = 1 both fixed
-choices use beta~_2, as the official code does (beta~_1 = 0 would make log sigma_1^2 = -inf).
+Time convention: the schedule's grid step t in {1..T} (the paper's t, an integer tensor (B,),
+for a discrete schedule; t = i / T for a continuous one). At the first step both fixed choices
+use beta~_2, as the official code does (beta~_1 = 0 would make log sigma_1^2 = -inf).
 """
 
 from __future__ import annotations

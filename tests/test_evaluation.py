@@ -279,7 +279,7 @@ def test_run_ends_with_every_requested_evaluation(tmp_path, monkeypatch):
     assert "error" not in json.loads((tmp_path / "r2" / "eval" / "nll.json").read_text())
 
 
-def test_any_registered_metric_runs_by_name(quick_run):
+def test_any_registered_metric_runs_by_name(quick_run, monkeypatch):
     """`gendiff eval NAME RUN` for every registered metric, not only the commands with options."""
     listing = invoke("eval", "--help")
     assert listing.exit_code == 0 and all(name in listing.flat for name in ("classifier", "fid", "nll", "rd"))
@@ -292,3 +292,13 @@ def test_any_registered_metric_runs_by_name(quick_run):
     assert unknown.exit_code == 2 and "No such command 'bogus'" in unknown.flat
     missing = invoke("eval", "classifier", quick_run / "nowhere")
     assert missing.exit_code == 1 and "no run or checkpoint folder" in missing.flat and "Traceback" not in missing.output
+    from gendiff.evaluation.metrics import Classifier
+
+    def refuse(self, model, dataset):
+        raise ValueError("it needs colour images")
+
+    monkeypatch.setattr(Classifier, "check", refuse)
+    before = (quick_run / "eval" / "classifier.json").read_text()
+    refused = invoke("eval", "classifier", quick_run)
+    assert refused.exit_code == 1 and "gendiff eval classifier: it needs colour images" in refused.flat
+    assert (quick_run / "eval" / "classifier.json").read_text() == before  # nothing written over

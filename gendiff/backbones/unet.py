@@ -8,8 +8,9 @@ attention at 16x16, dropout 0.1) has 35.7M parameters, as in the paper. Output c
 residual branches, attention projections and the final layer start at zero, as in the
 official code.
 
-Time convention: ``forward(x, t)`` takes the paper's t in {1..T} (integer tensor (B,)); the
-embedding is a function of t, so the index offset of the official code (t - 1) is immaterial.
+Time convention: ``forward(x, t)`` takes the schedule's network time: the paper's t in {1..T}
+(integer tensor (B,)) for a discrete schedule, 1000 t for a continuous one; the embedding is a
+function of t, so the index offset of the official code (t - 1) is immaterial.
 """
 
 from __future__ import annotations

@@ -39,32 +39,32 @@ def _metric_names() -> list[str]:
 
 
 def _metric_command(name: str):
-    """A click command that evaluates the metric ``name`` on a run and writes RUN/eval/NAME.json."""
-    import click
-
+    """The command ``gendiff eval NAME RUN`` of the registered metric ``name`` (built by typer,
+    like every other command): it writes RUN/eval/NAME.json."""
     from ..evaluation.metrics import Metric
     from ..plugins import registry
 
     cls = registry("metric").get(name)
     doc = (cls.__doc__ or Metric.__doc__).strip().split("\n\n")[0]
+    single = typer.Typer()
 
-    @click.command(name=name, help=f"{doc} Writes RUN/eval/{name}.json.")
-    @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
-    @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-                  help="A checkpoint folder (default: the latest good one).")
-    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-    @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+    @single.command(name=name, help=f"{doc} Writes RUN/eval/{name}.json.")
     @friendly
-    def command(run_path, checkpoint, device, progress):
+    def command(
+        run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder (default: the latest good one)."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
         _evaluate_metric(name, run_path, checkpoint, device, progress)
 
-    return command
+    return typer.main.get_command(single)
 
 
 def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
     import json
 
-    from ..evaluation import check_metrics, metric
+    from ..evaluation import metric
     from ..evaluation.inputs import eval_context
     from ..recipe import parse_recipe
     from ..runs import load_run
@@ -72,12 +72,15 @@ def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
 
     dev = choose_device(device)
     model, ckpt = load_run(run_path, checkpoint, device=dev)
+    chosen = metric(name)
+    try:
+        chosen.check(model, model.dataset)
+    except ValueError as exc:
+        raise GendiffError(f"gendiff eval {name}: {exc}") from None
     spec = parse_recipe(model.recipe)
-    spec.eval.metrics = [name]
-    check_metrics(spec, model)
     run_dir = ckpt.parent.parent
     precision = choose_precision(spec.train.precision, dev)
-    result = metric(name).evaluate(eval_context(model, spec, run_dir, ckpt, precision, err_console, progress))
+    result = chosen.evaluate(eval_context(model, spec, run_dir, ckpt, precision, err_console, progress))
     result["checkpoint"] = str(ckpt)
     out = run_dir / "eval" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
     table = Table(title=f"{name} of {ckpt} ({out})")
     table.add_column("what")
     table.add_column("value")
-    for label, value in metric(name).summary(result):
+    for label, value in chosen.summary(result):
         table.add_row(label, value)
     console.print(table)
 

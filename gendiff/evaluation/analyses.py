@@ -8,7 +8,7 @@
   the same reverse noise for every lambda.
 
 All of them run the ancestral sampler's own loop (:meth:`gendiff.samplers.Ancestral.run`).
-Time convention: the paper's t in {1..T}.
+Time convention: grid steps t in {1..T} (the paper's t for a discrete schedule).
 """
 
 from __future__ import annotations
