@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import parameterizations, samplers, schedules, time_samplers, variances, weightings
 from .backbones import UNet
-from .datasets import CIFAR10, Digits, ImageFolder
+from .datasets import CIFAR10, MNIST, Digits, FashionMNIST, ImageFolder
 from .evaluation import metrics
 from .hookspecs import hookimpl
 
@@ -56,7 +56,7 @@ def gendiff_register_time_samplers():
 
 @hookimpl
 def gendiff_register_datasets():
-    return [Digits, CIFAR10, ImageFolder]
+    return [Digits, MNIST, FashionMNIST, CIFAR10, ImageFolder]
 
 
 @hookimpl

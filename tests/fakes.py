@@ -60,3 +60,30 @@ def digits_recipe(timesteps: int = 50, channels: int = 16, dropout: float = 0.0,
                   "log_every": 1, "keep_checkpoints": 0, **train},
         "eval": {"samples": samples},
     }
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of uint8 data: magic 0x08 0x(ndim), the dimensions big-endian, the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def make_fake_idx(root: Path, train: int = 20, test: int = 10, seed: int = 0, gz: bool = True) -> dict:
+    """The four IDX files of an MNIST-style dataset (28x28 images, labels 0..9), gzipped or not.
+    Returns {"md5": {file: MD5 of the uncompressed content}, "train": (images, labels), "test": ...}."""
+    import gzip
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {"md5": {}}
+    for split, n, prefix in (("train", train, "train"), ("test", test, "t10k")):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        out[split] = (images, labels)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{prefix}-{kind}-ubyte"
+            data = idx_bytes(array)
+            out["md5"][name] = hashlib.md5(data).hexdigest()
+            (root / (name + ".gz" if gz else name)).write_bytes(gzip.compress(data) if gz else data)
+    return out

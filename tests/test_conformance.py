@@ -15,7 +15,7 @@ def context():
     """One small digits run shared by the metric suites (built on first use)."""
     return testing.eval_context()
 #: datasets whose files cannot exist here are checked in tests/test_datasets.py on fakes
-NEEDS_FILES = {"cifar10", "image-folder"}
+NEEDS_FILES = {"cifar10", "image-folder", "mnist", "fashion-mnist"}
 SUITES = {
     "schedule": lambda cls: testing.check_schedule(testing.example_instance(cls)),
     "parameterization": lambda cls: testing.check_parameterization(testing.example_instance(cls)),
