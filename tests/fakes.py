@@ -68,9 +68,12 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
-def make_fake_idx(root: Path, train: int = 20, test: int = 10, seed: int = 0, gz: bool = True) -> dict:
-    """The four IDX files of an MNIST-style dataset (28x28 images, labels 0..9), gzipped or not.
-    Returns {"md5": {file: MD5 of the uncompressed content}, "train": (images, labels), "test": ...}."""
+def make_fake_idx(root: Path, train: int = 20, test: int = 10, seed: int = 0, gz: bool = True,
+                  learnable: bool = False) -> dict:
+    """The four IDX files of an MNIST-style dataset (28x28 images, labels 0..9), gzipped or not;
+    ``learnable``: each class is a bright bar at its own place over dim noise (a classifier can
+    learn it from a few hundred images). Returns {"md5": {file: MD5 of the uncompressed content},
+    "train": (images, labels), "test": (images, labels)}."""
     import gzip
     import hashlib
 
@@ -78,8 +81,13 @@ def make_fake_idx(root: Path, train: int = 20, test: int = 10, seed: int = 0, gz
     root.mkdir(parents=True, exist_ok=True)
     out = {"md5": {}}
     for split, n, prefix in (("train", train, "train"), ("test", test, "t10k")):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
+        if learnable:
+            images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+            for i, c in enumerate(labels):
+                images[i, 2 + 2 * c:4 + 2 * c, 4:24] = 220
+        else:
+            images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         out[split] = (images, labels)
         for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
             name = f"{prefix}-{kind}-ubyte"

@@ -139,3 +139,46 @@ def test_the_real_fashion_mnist_files(tmp_path):
     assert ds.load("train").shape == (60_000, 1, 32, 32) and ds.load("test").shape == (10_000, 1, 32, 32)
     assert torch.equal(ds.labels("train").bincount(), torch.full((10,), 6000))
     assert torch.equal(ds.labels("test").bincount(), torch.full((10,), 1000))
+
+
+def test_a_classifier_of_the_dataset_is_its_fid_feature_space(tmp_path, monkeypatch):
+    """Trained once on the training split, cached, registered with torch-fidelity: real test
+    images are close to the training images in its space, noise is far."""
+    from gendiff.evaluation.classifier_features import Space, load_classifier
+    from gendiff.evaluation.fidelity import EvaluationError, choose_features, fidelity
+    from gendiff.evaluation.inputs import levels_to_pixels
+
+    monkeypatch.setenv("GENDIFF_CACHE", str(tmp_path / "cache"))
+    made = make_fake_idx(tmp_path / "root", train=256, test=100, learnable=True)
+    monkeypatch.setattr(FashionMNIST, "raw_md5", made["md5"])
+    monkeypatch.setattr(FashionMNIST, "system_dirs", ())
+    ds = FashionMNIST(root=str(tmp_path / "root"), image_size=32, download=False)
+    space = Space("fashion-mnist", 32, min_accuracy=0.9, epochs=12)
+    net, path, accuracy = load_classifier(space, ds)
+    assert accuracy >= 0.9 and path.is_file() and path.with_suffix(".json").is_file()
+    again, _, same = load_classifier(space, ds)  # from the cache
+    assert same == accuracy and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                                       again.state_dict().values()))
+    train, test = (levels_to_pixels(ds.load(s), 256) for s in ("train", "test"))
+    assert choose_features(test, "fashion-mnist") == "gendiff-fashion-mnist-32" == space.name
+    assert choose_features(test, "cifar10") == "inception-v3-compat"
+    real = fidelity(test, train, None, space.name, dataset=ds)
+    noise = fidelity(np.random.default_rng(0).integers(0, 256, test.shape, dtype=np.uint8), train, None, space.name,
+                     dataset=ds)
+    assert real["features"] == space.name and real["fid"] < 0.1 * noise["fid"]
+    with pytest.raises(EvaluationError, match="take 32x32 grey images"):
+        fidelity(test[:, :28, :28], train[:, :28, :28], None, space.name, dataset=ds)
+
+
+def test_a_classifier_below_its_bar_is_refused(tmp_path, monkeypatch):
+    from gendiff.errors import GendiffError
+    from gendiff.evaluation.classifier_features import Space, load_classifier
+
+    monkeypatch.setenv("GENDIFF_CACHE", str(tmp_path / "cache"))
+    made = make_fake_idx(tmp_path / "root", train=100, test=50)  # pure noise: nothing to learn
+    monkeypatch.setattr(MNIST, "raw_md5", made["md5"])
+    monkeypatch.setattr(MNIST, "system_dirs", ())
+    ds = MNIST(root=str(tmp_path / "root"), download=False)
+    with pytest.raises(GendiffError, match="reached only .* test accuracy"):
+        load_classifier(Space("mnist", 28, min_accuracy=0.9, epochs=1), ds)
+    assert not list((tmp_path / "cache").glob("classifier-*"))  # nothing half-written cached

@@ -105,7 +105,7 @@ def eval_fid(
     ref: Optional[str] = typer.Option(None, "--ref", help="train or test (the run's data, default train), DATASET:SPLIT, or a path."),
     n: Optional[int] = typer.Option(None, "--n", min=2, help="Samples to use (default: a run's eval.fid_samples, or all given)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file, for machines without internet."),
-    features: Optional[str] = typer.Option(None, "--features", help="gendiff-digits or inception-v3-compat (default: by image shape)."),
+    features: Optional[str] = typer.Option(None, "--features", help="gendiff-digits, gendiff-mnist-28|32, gendiff-fashion-mnist-28|32 or inception-v3-compat (default: the dataset's own classifier where gendiff has one, else by image shape)."),
     seed: int = typer.Option(0, "--seed", help="Seed of a run's samples."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch when generating."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -116,7 +116,7 @@ def eval_fid(
     from ..evaluation.fidelity import choose_features, fidelity
     from ..evaluation.inputs import is_run, load_images, reference_images, run_folder, run_samples
 
-    model = ckpt = None
+    model = ckpt = dataset = None
     if is_run(target):
         from ..runs import load_run
 
@@ -128,6 +128,7 @@ def eval_fid(
         precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
         samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
                                            model=model, checkpoint=ckpt)
+        dataset = model.dataset
     else:
         if ref is None:
             raise GendiffError("--ref is needed for a set of samples: train/test of a run's data need a run; "
@@ -138,8 +139,9 @@ def eval_fid(
                 raise GendiffError(f"--n {n} is more than the {len(samples)} samples in {target}")
             samples = samples[:n]
         reference, key = reference_images(ref)
-    space = features or choose_features(samples)
-    result = fidelity(samples, reference, key, space, inception_weights)
+    named = getattr(dataset, "name", None) or (ref.partition(":")[0] if ":" in ref else None)
+    space = features or choose_features(samples, named)
+    result = fidelity(samples, reference, key, space, inception_weights, dataset=dataset)
     result["reference"] = ref
     if ckpt is not None:
         result["checkpoint"] = str(ckpt)

@@ -7,6 +7,9 @@
 - 8x8 single-channel digits are compared in the feature space of gendiff's digits classifier
   (:mod:`gendiff.evaluation.digits_features`), registered with torch-fidelity as the feature
   extractor ``gendiff-digits``; its logits give the Inception-Score-style classifier score.
+- MNIST and Fashion-MNIST images (28x28 or padded to 32x32) are compared in the feature space of
+  a classifier gendiff trains once on the dataset's training split
+  (:mod:`gendiff.evaluation.classifier_features`), e.g. ``gendiff-fashion-mnist-32``.
 
 Reference statistics are cached by torch-fidelity under ``$GENDIFF_CACHE/fidelity``.
 Images enter as uint8 arrays (N, H, W, C) on the 0..255 scale, as ``samples.npz`` stores them.
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import GendiffError
+from .classifier_features import classifier_extractor_class, load_classifier, parse_space, space_for
 from .digits_features import cache_dir, digits_feature_extractor_class, load_digits_net
 
 INCEPTION = "inception-v3-compat"
@@ -79,15 +83,21 @@ def inception_weights(path: str | Path | None) -> str:
     return str(cached)
 
 
-def choose_features(images: np.ndarray) -> str:
-    """The digits classifier for 8x8 grey images, Inception-v3 for everything else."""
+def choose_features(images: np.ndarray, dataset: str | None = None) -> str:
+    """The feature space for images (uint8 N x H x W x C) of the named dataset: its own
+    classifier where gendiff has one (MNIST, Fashion-MNIST), the digits classifier for 8x8 grey
+    images, Inception-v3 for everything else."""
+    space = space_for(dataset, images.shape[1]) if images.shape[3] == 1 and images.shape[1] == images.shape[2] else None
+    if space is not None:
+        return space.name
     return DIGITS if images.shape[1:] == (8, 8, 1) else INCEPTION
 
 
 def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | None, features: str,
-             inception_weights_path: str | Path | None = None, isc: bool = True) -> dict[str, Any]:
+             inception_weights_path: str | Path | None = None, isc: bool = True, dataset=None) -> dict[str, Any]:
     """FID and KID between ``samples`` and ``reference`` (uint8 N x H x W x C) and, when
-    ``isc``, the Inception Score of the samples, in the ``features`` space."""
+    ``isc``, the Inception Score of the samples, in the ``features`` space. A dataset classifier's
+    space is trained on ``dataset`` (default: the registered dataset) the first time it is used."""
     import torch_fidelity
 
     if samples.shape[1:] != reference.shape[1:]:
@@ -104,8 +114,18 @@ def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | No
         kwargs["feature_extractor_weights_path"] = str(weights)
     elif features == INCEPTION:
         kwargs["feature_extractor_weights_path"] = inception_weights(inception_weights_path)
+    elif parse_space(features) is not None:
+        space = parse_space(features)
+        if samples.shape[1:] != (space.size, space.size, 1):
+            raise EvaluationError(f"the {features} features take {space.size}x{space.size} grey images, not "
+                                  f"{_shape(samples)}")
+        _, weights, _ = load_classifier(space, dataset if getattr(dataset, "name", None) == space.dataset else None)
+        if features not in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY:
+            torch_fidelity.register_feature_extractor(features, classifier_extractor_class())
+        kwargs["feature_extractor_weights_path"] = str(weights)
     else:
-        raise EvaluationError(f"unknown feature space {features!r}; use {DIGITS!r} or {INCEPTION!r}")
+        raise EvaluationError(f"unknown feature space {features!r}; use {DIGITS!r}, {INCEPTION!r}, "
+                              f"gendiff-mnist-28|32 or gendiff-fashion-mnist-28|32")
     rgb = features == INCEPTION
     cache = cache_dir() / "fidelity"
     cache.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,8 @@ class FID(Metric):
 
         reference, key = context.reference(context.recipe.eval.fid_reference)
         samples = context.samples(context.recipe.eval.fid_samples)
-        return fidelity(samples, reference, key, choose_features(samples))
+        name = getattr(context.dataset, "name", None)
+        return fidelity(samples, reference, key, choose_features(samples, name), dataset=context.dataset)
 
     def summary(self, result):
         return [(f"FID / KID ({result['features']})", f"{result['fid']:.3f} / {result['kid_mean']:.4f}")]
