@@ -101,8 +101,8 @@ def test_cifar10_path_on_fakes_with_stand_in_inception_weights(tmp_path, monkeyp
 @pytest.mark.parametrize("make, args, message", [
     (lambda p: np.savez(p / "s.npz", samples=np.zeros((5, 8, 8, 1), np.uint8)), ["--ref", "digits:train", "--n", "6"],
      "--n 6 is more than the 5 samples"),
-    (lambda p: np.savez(p / "s.npz", samples=np.zeros((5, 8, 8, 1), np.uint8)), ["--ref", "mnist:train"],
-     "unknown reference 'mnist:train'"),
+    (lambda p: np.savez(p / "s.npz", samples=np.zeros((5, 8, 8, 1), np.uint8)), ["--ref", "svhn:train"],
+     "unknown reference 'svhn:train'"),
     (lambda p: np.savez(p / "s.npz", samples=np.zeros((5, 8, 8, 1), np.uint8)), ["--ref", "train"],
      "--ref train means the run's own dataset"),
     (lambda p: np.savez(p / "s.npz", samples=np.zeros((5, 16, 16, 1), np.uint8)), ["--ref", "digits:train"],
