@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 import gendiff
 
 from gendiff.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
-from gendiff.datasets import CIFAR10
+from gendiff.datasets import CIFAR10, MNIST, FashionMNIST
 from gendiff.errors import RecipeError
 from gendiff.recipe import load_recipe
 from gendiff.runner import run
 from gendiff.training import Trainer, TrainingError, load_run, prepare
 
-from fakes import digits_recipe, make_fake_cifar
+from fakes import digits_recipe, make_fake_cifar, make_fake_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.toml"))
@@ -40,7 +40,7 @@ def tiny_overrides(recipe_path: Path, data_root: Path | None = None) -> list[str
     if raw.get("backbone", {}).get("name") == "unet":
         extra += ["backbone.channels=32", "backbone.channel_mult=[1, 2]", "backbone.num_res_blocks=1",
                   "backbone.attn_resolutions=[]"]
-    if raw["data"].get("name") == "cifar10" and data_root is not None:
+    if raw["data"].get("name") in ("cifar10", "fashion-mnist", "mnist") and data_root is not None:
         extra.append(f'data.root="{data_root}"')
     return TINY + extra
 
@@ -50,6 +50,10 @@ def test_every_recipe_validates_and_trains_a_tiny_step(recipe, tmp_path, monkeyp
     prepare(recipe)  # the recipe as shipped is valid (and builds its full-size model)
     _, md5, _ = make_fake_cifar(tmp_path / "data")
     monkeypatch.setattr(CIFAR10, "md5", md5)
+    fake_idx = make_fake_idx(tmp_path / "data")  # stands in for MNIST / Fashion-MNIST, wherever installed
+    for cls in (MNIST, FashionMNIST):
+        monkeypatch.setattr(cls, "raw_md5", fake_idx["md5"])
+        monkeypatch.setattr(cls, "system_dirs", ())
     result = run(recipe, tiny_overrides(recipe, tmp_path / "data"), out=tmp_path / "run", progress=False)
     assert result["trained_steps"] == 2
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [1, 2]
