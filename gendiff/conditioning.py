@@ -103,15 +103,10 @@ class Conditioning:
             )
         return float(w)
 
-    def drop(self, labels: Tensor, generator, share: tuple[int, int] = (0, 1)) -> Tensor:
-        """Training labels with each replaced by the null label with probability ``label_dropout``.
-        The draw is made for the global batch (``share = (rank, world)``: these are rows
-        rank::world of it), so it does not depend on the number of processes."""
-        if self.label_dropout == 0:
-            return labels
-        rank, world = share
-        u = torch.rand(len(labels) * world, generator=generator, device=labels.device)[rank::world]
-        return torch.where(u < self.label_dropout, torch.full_like(labels, self.null), labels)
+    def drop(self, labels: Tensor, uniform: Tensor) -> Tensor:
+        """Training labels with each replaced by the null label where ``uniform`` (U(0, 1) draws,
+        one per label) falls below ``label_dropout``."""
+        return torch.where(uniform < self.label_dropout, torch.full_like(labels, self.null), labels)
 
     @staticmethod
     def guide(conditional: Tensor, unconditional: Tensor, w: float) -> Tensor:

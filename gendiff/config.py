@@ -24,7 +24,8 @@ class TrainConfig:
     """``[train]``: Algorithm 1's loop, the optimizer and the run's outputs."""
 
     steps: int = 800_000  #: optimizer steps in all (paper: 800k)
-    batch_size: int = 128  #: examples per step (paper: 128)
+    batch_size: int = 128  #: examples per step (paper: 128): the global batch
+    accumulate: int = 1  #: micro-batches per step (gradient accumulation): each holds batch_size / (processes * accumulate)
     lr: float = 2e-4  #: Adam learning rate after warmup (paper: 2e-4)
     warmup_steps: int = 5000  #: linear learning-rate warmup (paper: 5000)
     grad_clip: float = 1.0  #: clip the global gradient norm (paper: 1.0); 0 disables

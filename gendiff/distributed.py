@@ -27,6 +27,7 @@ What each process does (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` come from torch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -82,6 +83,11 @@ class Dist:
         if problem:
             raise error(problem)
         return result
+
+    def no_sync(self, net: torch.nn.Module, last: bool):
+        """During gradient accumulation, DDP's gradient all-reduce is needed only after the last
+        micro-batch: a context that skips it for the others (nothing for one process)."""
+        return net.no_sync() if self.active and not last else contextlib.nullcontext()
 
     def gather_rows(self, part: torch.Tensor) -> torch.Tensor:
         """The global batch from every rank's rows ``rank::world`` (a 1-D tensor per rank, all of
@@ -140,14 +146,18 @@ def wrap(net: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module
     return DistributedDataParallel(net, device_ids=ids)
 
 
-def check_batch(batch_size: int, d: Dist) -> int:
-    """The per-process batch; the global batch must split evenly."""
-    if batch_size % d.world:
+def check_batch(batch_size: int, d: Dist, accumulate: int = 1) -> int:
+    """The per-process micro-batch; the global batch must split evenly over the processes and the
+    ``train.accumulate`` micro-batches of each."""
+    parts = d.world * accumulate
+    if batch_size % parts:
+        what = f"the number of processes ({d.world})" if accumulate == 1 else (
+            f"the number of processes times train.accumulate ({d.world} x {accumulate} = {parts})")
         raise DistributedError(
-            f"train.batch_size = {batch_size} is the global batch and must be divisible by the number of "
-            f"processes ({d.world}); choose a batch size that is a multiple of {d.world}."
+            f"train.batch_size = {batch_size} is the global batch and must be divisible by {what}; choose a batch "
+            f"size that is a multiple of {parts}."
         )
-    return batch_size // d.world
+    return batch_size // parts
 
 
 def check_launch(nproc: int) -> None:

@@ -56,8 +56,9 @@ def backbone_context(cls) -> tuple[str, ...]:
     """The arguments gendiff supplies to a backbone class: :data:`BACKBONE_CONTEXT`, and
     ``num_classes`` for a backbone that provides "class-labels" (0 for an unconditional recipe)."""
     return BACKBONE_CONTEXT + (("num_classes",) if "class-labels" in getattr(cls, "provides", ()) else ())
-#: options of ``[data]`` that apply to every dataset (not passed to the dataset's constructor)
-DATA_OPTIONS: dict[str, Any] = {"flip": False}
+#: options of ``[data]`` that apply to every dataset (not passed to the dataset's constructor):
+#: random horizontal flips in training, and DataLoader worker processes that read the batches ahead
+DATA_OPTIONS: dict[str, Any] = {"flip": False, "workers": 0}
 
 
 def load_recipe(
@@ -244,6 +245,9 @@ def _data_options(value: Mapping[str, Any], problems: list[str]) -> dict[str, An
         if key in value:
             if not same_kind(default, value[key]):
                 problems.append(f"data.{key}: expected {type_name(default)}, got {value[key]!r}")
+            elif key == "workers" and not 0 <= value[key] <= 256:
+                problems.append(f"data.workers: expected 0 (read in the training process) to 256 worker processes, "
+                                f"got {value[key]!r}")
             else:
                 options[key] = value[key]
     return options

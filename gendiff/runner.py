@@ -39,7 +39,7 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
         "checkpoint_every": cfg.checkpoint_every, "final_samples": ev.samples, "metrics": list(ev.metrics),
         "processes": nproc,
     }
-    distributed.check_batch(cfg.batch_size, distributed.Dist(0, nproc))
+    distributed.check_batch(cfg.batch_size, distributed.Dist(0, nproc), cfg.accumulate)
     if dry_run:
         console.print(setup.recipe_text, markup=False, highlight=False)
         console.print(

@@ -275,10 +275,13 @@ def _variant(kind: str, **train) -> dict:
         recipe["time_sampler"] = {"name": "loss-second-moment", "history": 2}
     elif kind == "continuous":
         recipe["schedule"] = {"name": "vp-cosine", "timesteps": 20}
+    elif kind == "streamed":  # two DataLoader workers read ahead; two micro-batches per step
+        recipe["data"]["workers"] = 2
+        recipe["train"]["accumulate"] = 2
     return recipe
 
 
-@pytest.mark.parametrize("kind", ["conditional", "importance", "continuous"])
+@pytest.mark.parametrize("kind", ["conditional", "importance", "continuous", "streamed"])
 def test_new_contracts_train_and_resume_bit_for_bit(tmp_path, kind):
     """Labels (with label dropout), a time sampler that learns, and continuous time all go through
     the trainer, and a run stopped mid-way resumes to exactly the uninterrupted weights."""
@@ -321,3 +324,56 @@ def test_bound_weightings_need_discrete_time():
     recipe["time_sampler"] = {"name": "loss-second-moment"}
     with pytest.raises(gendiff.errors.IncompatibleComponentsError, match="time_sampler 'loss-second-moment'"):
         prepare(recipe)
+
+
+def test_accumulation_and_workers_train_what_one_batch_in_one_process_trains(tmp_path):
+    """Two micro-batches per step give the gradient of the whole batch (up to summation order):
+    the same draws, the same weights; DataLoader workers read exactly the batches of the step."""
+    one = small_recipe(steps=3, batch_size=64)
+    one["backbone"]["dropout"] = 0.0  # dropout's masks are drawn per micro-batch
+    plain = Trainer(prepare(one), tmp_path / "plain", progress=False)
+    plain.train()
+    recipe = small_recipe(steps=3, batch_size=64, accumulate=4)
+    recipe["backbone"]["dropout"] = 0.0
+    recipe["data"]["workers"] = 2
+    split = Trainer(prepare(recipe), tmp_path / "split", progress=False)
+    split.train()
+    assert losses(tmp_path / "split") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "plain" / "checkpoints" / "step-3" / name)
+        b = load_file(tmp_path / "split" / "checkpoints" / "step-3" / name)
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_bad_accumulation_and_worker_settings_are_refused(tmp_path):
+    from gendiff.distributed import DistributedError
+
+    with pytest.raises(DistributedError, match=r"divisible by the number of processes times train.accumulate \(1 x 3 = 3\)"):
+        Trainer(prepare(small_recipe(batch_size=64, accumulate=3)), tmp_path / "r", progress=False)
+    for key, value, message in (("train.accumulate", 0, "train.accumulate: must be > 0"),
+                                ("data.workers", -1, "data.workers: expected 0"), ("data.workers", "2", "expected an integer")):
+        recipe = small_recipe()
+        table, _, name = key.partition(".")
+        recipe[table][name] = value
+        with pytest.raises(RecipeError, match=message):
+            prepare(recipe)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_streamed_image_folder_trains_and_a_broken_file_is_a_clear_error(tmp_path):
+    from fakes import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images", n=12, bad=1)
+    recipe = small_recipe(steps=2, batch_size=4, checkpoint_every=2)
+    recipe["data"] = {"name": "image-folder", "path": str(folder), "image_size": 8, "channels": 1, "workers": 2}
+    recipe["backbone"]["attn_resolutions"] = [4]
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        Trainer(prepare(recipe), tmp_path / "run", progress=False).train()
+    assert len(losses(tmp_path / "run")) == 2
+    for png in folder.rglob("img*.png"):  # files that break after the run has started (headers intact)
+        data = png.read_bytes()
+        png.write_bytes(data[:len(data) // 2])
+    recipe["train"]["steps"] = 6
+    with pytest.warns(UserWarning), pytest.raises(gendiff.datasets.DatasetUnavailableError, match="cannot decode the image"):
+        Trainer(prepare(recipe), tmp_path / "run", progress=False).train(resume=True)
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [2]  # the good checkpoint is kept

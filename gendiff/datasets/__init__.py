@@ -7,13 +7,14 @@ once and checked by MD5 before anything is unpickled) and ``image-folder`` (any 
 PNG/JPEG images, centre-cropped and resized). All but image-folder have ten labelled classes.
 """
 
-from .base import SPLITS, Dataset, DatasetUnavailableError, data_root, download, md5sum
+from .base import SPLITS, Dataset, DatasetUnavailableError, Source, TensorSource, data_root, download, md5sum
 from .cifar import CIFAR10
 from .digits import Digits
 from .idx import MNIST, FashionMNIST, IDXDataset, IDXError, parse_idx
-from .image_folder import ImageFolder
+from .image_folder import FileSource, ImageFolder
 
 __all__ = [
-    "CIFAR10", "Dataset", "DatasetUnavailableError", "Digits", "FashionMNIST", "IDXDataset", "IDXError", "ImageFolder",
-    "MNIST", "SPLITS", "data_root", "download", "md5sum", "parse_idx",
+    "CIFAR10", "Dataset", "DatasetUnavailableError", "Digits", "FashionMNIST", "FileSource", "IDXDataset", "IDXError",
+    "ImageFolder",
+    "MNIST", "SPLITS", "Source", "TensorSource", "data_root", "download", "md5sum", "parse_idx",
 ]

@@ -57,6 +57,39 @@ class Dataset(Component, ABC):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
 
+    def open(self, split: str = "train") -> "Source":
+        """The split as a :class:`Source`, which training reads batch by batch (possibly in
+        DataLoader worker processes). By default :meth:`load`'s tensor, in memory; a dataset too
+        large for memory returns a source that reads its examples from disk when asked."""
+        return TensorSource(self.load(split), self.labels(split) if self.num_classes else None)
+
+
+class Source:
+    """A split read batch by batch: ``len(source)`` examples; ``source[indices]`` (a LongTensor of
+    example numbers) gives (uint8 images (B, C, H, W), int64 labels (B,) or None). It is used as a
+    map-style dataset of batches by :class:`torch.utils.data.DataLoader`, so it must be picklable."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, indices: Tensor) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+
+class TensorSource(Source):
+    """A split held in memory."""
+
+    def __init__(self, data: Tensor, labels: Tensor | None = None):
+        if labels is not None and len(labels) != len(data):
+            raise DatasetUnavailableError(f"{len(data)} images but {len(labels)} labels")
+        self.data, self.labels = data, labels
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, indices):
+        return self.data[indices], None if self.labels is None else self.labels[indices]
+
 
 class DatasetUnavailableError(GendiffError):
     """A dataset's files are missing and cannot be fetched; the message says where to put them."""

@@ -24,6 +24,7 @@ from ..diffusion import Diffusion
 from ..distributed import Dist, check_batch, wrap
 from ..events import Events, RunInfo
 from ..images import grid, save_png, to_uint8
+from ..objective import Share
 from ..runtime import autocast, choose_device, choose_precision, step_generator
 from .data import DataStream
 from .folder import RunFolder
@@ -75,7 +76,7 @@ class Trainer:
                  dist: Dist | None = None):
         self.setup, self.cfg = setup, setup.spec.train
         self.dist = dist or Dist()
-        check_batch(self.cfg.batch_size, self.dist)
+        check_batch(self.cfg.batch_size, self.dist, self.cfg.accumulate)
         self.folder = RunFolder(run_dir, self.dist, setup.recipe_text)
         self.run_dir = self.folder.path
         self.console = console or Console(stderr=True)
@@ -150,10 +151,10 @@ class Trainer:
         """Run (or continue) training. ``stop_after`` ends the process's work after that many
         steps in all, as an interruption would (tests use it)."""
         cfg = self.cfg
-        labels = self.setup.dataset.labels("train") if self.model.conditioning.active else None
-        data = DataStream(self.setup.dataset.load("train"), cfg.batch_size, cfg.seed,
-                          self.setup.spec.data.options["flip"], self.model.levels,
-                          self.dist.rank, self.dist.world, labels)  # fail before writing
+        options = self.setup.spec.data.options
+        data = DataStream(self.setup.dataset.open("train"), cfg.batch_size, cfg.seed, options["flip"],
+                          self.model.levels, self.dist.rank, self.dist.world,
+                          workers=options["workers"])  # fail before writing
         self.folder.prepare(resume)
         if resume:
             self._restore()
@@ -164,10 +165,11 @@ class Trainer:
         self.folder.open_metrics()
         progress = _progress(self.console, self.show_progress)
         task = progress.add_task("training", total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
+        batches = data.batches(self.step, end)
         try:
             with progress:
                 while self.step < end:
-                    loss, grad_norm, lr = self._one_step(data)
+                    loss, grad_norm, lr = self._one_step(*next(batches))
                     losses.append(loss)
                     window.append(loss)
                     self.step += 1
@@ -195,25 +197,35 @@ class Trainer:
         return TrainSummary(self.step, losses[-1] if losses else float("nan"), seconds,
                             done * cfg.batch_size / max(seconds, 1e-9), last_ckpt, losses)
 
-    def _one_step(self, data: DataStream) -> tuple[float, float, float]:
+    def _one_step(self, x0: torch.Tensor, labels: torch.Tensor | None) -> tuple[float, float, float]:
+        """One optimizer step on this process's share of the step's batch (x0 on [-1, 1])."""
         cfg = self.cfg
         lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = data.batch(self.step).to(self.device)
-        cond = data.labels(self.step)
-        cond = None if cond is None else cond.to(self.device)
-        g = step_generator(cfg.seed, self.step, 2, self.device)
+        x0 = x0.to(self.device)
+        labels = labels.to(self.device) if labels is not None and self.model.conditioning.active else None
         # dropout and any other draw from the global RNG: seeded per (seed, step, rank)
         torch.manual_seed((((cfg.seed * 1_000_003 + self.step) * 8 + 4) * 4096 + self.dist.rank) % 2**63)
-        with autocast(self.device, self.precision):
-            terms = self.train_model.loss_terms(x0, generator=g, share=(self.dist.rank, self.dist.world), cond=cond)
-            loss, per_example = self.train_model.objective(terms)
-        value = self.dist.mean(loss)  # the global batch's loss; non-finite on one rank is non-finite on all
-        if not math.isfinite(value):
-            raise self.folder.non_finite("loss", value, self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        k, n = cfg.accumulate, len(x0) // cfg.accumulate
+        total, times, per_example = None, [], []
+        for m in range(k):  # gradient accumulation: k micro-batches of this process's share
+            rows = slice(m * n, (m + 1) * n)
+            g = step_generator(cfg.seed, self.step, 2, self.device)  # every micro-batch: the global batch's draws
+            share = Share(self.dist.rank, self.dist.world, m, k)
+            with self.dist.no_sync(self.train_model.backbone, last=m == k - 1):
+                with autocast(self.device, self.precision):
+                    terms = self.train_model.loss_terms(x0[rows], generator=g, share=share,
+                                                        cond=None if labels is None else labels[rows])
+                    loss, losses = self.train_model.objective(terms)
+                (loss if k == 1 else loss / k).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+            times.append(terms.t)
+            per_example.append(losses.detach())
+        value = self.dist.mean(total if k == 1 else total / k)  # the global batch's loss, the same on every rank
+        if not math.isfinite(value):  # before the update: the weights stay as they were
+            raise self.folder.non_finite("loss", value, self.step + 1)
         params = list(self.model.backbone.parameters())
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -223,7 +235,7 @@ class Trainer:
         self.ema.update(self.model.backbone)
         sampler = self.model.time_sampler
         if sampler.learns:  # every process learns from the whole global batch, in its order
-            sampler.update(self.dist.gather_rows(terms.t), self.dist.gather_rows(per_example.detach().float()))
+            sampler.update(self.dist.gather_rows(torch.cat(times)), self.dist.gather_rows(torch.cat(per_example).float()))
         return value, grad_norm, lr
 
 
