@@ -217,7 +217,9 @@ def gendiff_register_datasets() -> list[type]:
 
     Return subclasses of :class:`gendiff.datasets.Dataset`. A dataset states its ``shape``
     (C, H, W) and ``levels`` (K) without loading anything, and ``load(split)`` returns uint8
-    integers in {0..K-1} shaped (N, C, H, W)::
+    integers in {0..K-1} shaped (N, C, H, W). One with classes sets ``num_classes`` and gives
+    ``labels(split)``; one too large for memory overrides ``open(split)`` to return a
+    :class:`gendiff.datasets.Source` that reads batches from disk::
 
         import gendiff, torch
         from gendiff.datasets import Dataset

@@ -35,6 +35,7 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     device = choose_device(cfg.device)
     plan = {
         "run_dir": str(run_dir), "parameters": params, "steps": cfg.steps, "batch_size": cfg.batch_size,
+        "accumulate": cfg.accumulate,
         "device": str(device), "precision": choose_precision(cfg.precision, device),
         "checkpoint_every": cfg.checkpoint_every, "final_samples": ev.samples, "metrics": list(ev.metrics),
         "processes": nproc,
@@ -43,7 +44,8 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     if dry_run:
         console.print(setup.recipe_text, markup=False, highlight=False)
         console.print(
-            f"[bold]dry run[/bold]: {params:,} parameters; would train {cfg.steps:,} steps of batch {cfg.batch_size} "
+            f"[bold]dry run[/bold]: {params:,} parameters; would train {cfg.steps:,} steps of batch {cfg.batch_size}"
+            f"{f' in {cfg.accumulate} micro-batches' if cfg.accumulate > 1 else ''} "
             f"on {plan['device']} ({plan['precision']}{f', {nproc} processes' if nproc > 1 else ''}), checkpoint every {cfg.checkpoint_every:,} steps into "
             f"{run_dir}, then draw {ev.samples} samples and evaluate {', '.join(ev.metrics) or 'nothing'}. "
             f"Nothing was written."

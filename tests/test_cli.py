@@ -126,4 +126,4 @@ def test_sample_from_a_corrupt_checkpoint_fails_cleanly(trained, tmp_path):
 
 def test_plugins_command_through_the_runner():
     res = invoke("plugins")
-    assert res.exit_code == 0 and "digits, cifar10, image-folder" in res.raw.replace("\n", "")
+    assert res.exit_code == 0 and "digits, mnist, fashion-mnist, cifar10, image-folder" in res.raw.replace("\n", "")

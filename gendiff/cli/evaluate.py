@@ -141,6 +141,10 @@ def eval_fid(
         reference, key = reference_images(ref)
     named = getattr(dataset, "name", None) or (ref.partition(":")[0] if ":" in ref else None)
     space = features or choose_features(samples, named)
+    if dataset is None:  # a set of samples: the dataset whose classifier space it is, if any
+        from ..evaluation.inputs import space_dataset
+
+        dataset = space_dataset(space)
     result = fidelity(samples, reference, key, space, inception_weights, dataset=dataset)
     result["reference"] = ref
     if ckpt is not None:

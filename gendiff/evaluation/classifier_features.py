@@ -123,8 +123,8 @@ def train_classifier(dataset, space: Space, seed: int = 0, batch: int = 128) -> 
 
 
 def load_classifier(space: Space, dataset=None) -> tuple[ClassifierNet, Path, float]:
-    """The cached classifier of ``space`` (trained now, on ``dataset`` or the registered dataset
-    with its defaults at the space's image size, if absent): (net, weights path, test accuracy)."""
+    """The cached classifier of ``space`` (trained now on ``dataset``, the space's dataset at its
+    image size, if absent): (net, weights path, test accuracy)."""
     from safetensors.torch import load_file, save_file
 
     folder = cache_dir()
@@ -136,10 +136,9 @@ def load_classifier(space: Space, dataset=None) -> tuple[ClassifierNet, Path, fl
             return net.eval(), weights, json.loads(record.read_text())["test_accuracy"]
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
             pass
-    if dataset is None:
-        from ..plugins import registry
-
-        dataset = registry("dataset").get(space.dataset)(image_size=space.size)
+    if getattr(dataset, "name", None) != space.dataset or tuple(getattr(dataset, "shape", ()))[1:] != (space.size,) * 2:
+        raise GendiffError(f"the {space.name} features are not cached yet, and training them needs the "
+                           f"{space.dataset} dataset at {space.size}x{space.size}")
     net, accuracy = train_classifier(dataset, space)
     if accuracy < space.min_accuracy:
         raise GendiffError(f"the {space.dataset} classifier reached only {accuracy:.3f} test accuracy "

@@ -119,7 +119,7 @@ def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | No
         if samples.shape[1:] != (space.size, space.size, 1):
             raise EvaluationError(f"the {features} features take {space.size}x{space.size} grey images, not "
                                   f"{_shape(samples)}")
-        _, weights, _ = load_classifier(space, dataset if getattr(dataset, "name", None) == space.dataset else None)
+        _, weights, _ = load_classifier(space, dataset)
         if features not in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY:
             torch_fidelity.register_feature_extractor(features, classifier_extractor_class())
         kwargs["feature_extractor_weights_path"] = str(weights)

@@ -107,6 +107,18 @@ def eval_context(model, spec, run_dir: Path, checkpoint: Path, precision: str = 
                        lambda ref: reference_images(ref, model, system), precision, console, progress, final_samples)
 
 
+def space_dataset(features: str, system=None):
+    """The registered dataset (default arguments, the space's image size) that a dataset-classifier
+    feature space (``gendiff-<dataset>-<size>``) is trained on; None for other spaces."""
+    from ..plugins import plugin_system
+    from .classifier_features import parse_space
+
+    space = parse_space(features)
+    if space is None:
+        return None
+    return (system or plugin_system()).registry("dataset").get(space.dataset)(image_size=space.size)
+
+
 def reference_images(ref: str, model=None, system=None) -> tuple[np.ndarray, str | None]:
     """``train``/``test`` (the run's own dataset), ``DATASET:SPLIT`` (a registered dataset with
     its default arguments), or a path (samples.npz or a folder of images). Returns the images
