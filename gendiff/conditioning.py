@@ -112,3 +112,64 @@ class Conditioning:
     def guide(conditional: Tensor, unconditional: Tensor, w: float) -> Tensor:
         """(1 + w) conditional - w unconditional (Ho & Salimans 2022, eq. 6)."""
         return conditional + w * (conditional - unconditional)
+
+
+def class_names(num_classes: int, dataset=None) -> tuple[str, ...]:
+    """The names of classes 0..K-1: the dataset's ``class_names`` where it has them, else the numbers."""
+    names = tuple(getattr(dataset, "class_names", ()) or ())
+    return names if len(names) == num_classes else tuple(str(c) for c in range(num_classes))
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def parse_classes(specs, num_classes: int, names: tuple[str, ...] = ()) -> list[int]:
+    """Classes named on a command line: each spec a number ``0..K-1``, a class name (any case;
+    spaces, ``-`` and ``_`` ignored, e.g. ``sneaker`` or ``ankle boot``) or ``all`` (every class in
+    order). Raises :class:`ConditioningError` naming the choices for anything else, and for an
+    unconditional model (``num_classes`` 0)."""
+    specs = [str(s).strip() for s in specs]
+    if not num_classes:
+        raise ConditioningError(
+            f"--class {' '.join(specs)}: this model is not class-conditional (it was trained without "
+            f"[conditioning] labels = true), so it cannot sample a class. Leave out --class, or train a "
+            f"conditional recipe such as recipes/quickstart_conditional.toml."
+        )
+    names = names if len(names) == num_classes else tuple(str(c) for c in range(num_classes))
+    lookup = {_key(name): c for c, name in enumerate(names)}
+    choices = ", ".join(f"{c} ({name})" if name != str(c) else str(c) for c, name in enumerate(names))
+    classes: list[int] = []
+    for spec in specs:
+        if spec.lower() == "all":
+            classes.extend(range(num_classes))
+        elif spec.lstrip("+-").isdigit():
+            c = int(spec)
+            if not 0 <= c < num_classes:
+                raise ConditioningError(f"--class {spec}: out of range; this model has classes 0..{num_classes - 1}: {choices}.")
+            classes.append(c)
+        elif _key(spec) in lookup:
+            classes.append(lookup[_key(spec)])
+        else:
+            raise ConditioningError(f"--class {spec!r}: no class of that number or name; the classes are {choices}, or 'all'.")
+    if not classes:
+        raise ConditioningError("--class: no class given.")
+    return classes
+
+
+def proportional_labels(counts, n: int, seed: int = 0) -> Tensor:
+    """n labels with the classes in the proportions of ``counts`` (K,) (e.g. the training split's
+    class counts): each class gets its share of n rounded by largest remainder (so the proportions
+    are met as closely as n allows, with no sampling noise), in an order shuffled by ``seed``."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.ndim != 1 or not len(counts) or bool((counts < 0).any()) or not float(counts.sum()) > 0:
+        raise ConditioningError(f"class counts must be K >= 1 non-negative numbers with a positive sum, got {counts.tolist()}.")
+    share = counts / counts.sum() * n
+    each = share.floor().long()
+    remainder = share - each
+    short = n - int(each.sum())
+    if short:  # the largest remainders get one more (ties: the lower class)
+        order = sorted(range(len(counts)), key=lambda c: (-float(remainder[c]), c))
+        each[order[:short]] += 1
+    labels = torch.repeat_interleave(torch.arange(len(counts)), each)
+    return labels[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]

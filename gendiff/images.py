@@ -41,3 +41,31 @@ def save_png(picture: np.ndarray, path: Path, scale: int = 1) -> None:
         picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
     mode = "L" if picture.shape[2] == 1 else "RGB"
     Image.fromarray(picture[..., 0] if mode == "L" else picture, mode).save(path)
+
+
+def save_labelled_rows(rows: list[np.ndarray], labels: list[str], path: Path, scale: int = 1, pad: int = 1) -> None:
+    """Write rows of uint8 pictures (each (n_i, H, W, C)) as one PNG, enlarged ``scale`` times,
+    with ``labels[i]`` written in a white margin left of row i (e.g. one row per class)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if len(rows) != len(labels) or not rows:
+        raise ValueError(f"{len(rows)} rows for {len(labels)} labels")
+    width = max(len(r) for r in rows)
+    blank = np.full_like(rows[0][:1], 255)
+    body = np.concatenate([grid(np.concatenate([r, blank.repeat(width - len(r), 0)]), nrow=width, pad=pad)[:-pad]
+                           for r in rows])
+    body = np.concatenate([body, np.full_like(body[:pad], 255)])  # the bottom edge
+    body = body.repeat(scale, axis=0).repeat(scale, axis=1)
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    margin = 8 + max(int(measure.textlength(text, font=font)) for text in labels)
+    mode = "L" if body.shape[2] == 1 else "RGB"
+    canvas = Image.new(mode, (margin + body.shape[1], body.shape[0]), 255 if mode == "L" else (255, 255, 255))
+    canvas.paste(Image.fromarray(body[..., 0] if mode == "L" else body, mode), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_height = body.shape[0] / len(rows)
+    for i, text in enumerate(labels):
+        top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
+        draw.text((4, i * row_height + (row_height - (bottom - top)) / 2 - top), text, fill=0 if mode == "L" else (0, 0, 0), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)

@@ -22,6 +22,8 @@ written into the run folder and every checkpoint.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,11 +197,35 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
             value = {}
         configs[table] = validate_table(cls, table, value, problems)
     check_conditioning(configs["conditioning"], problems)
+    configs["conditioning"] = _sampler_guidance(components.get("sampler"), configs["conditioning"], problems)
     if not isinstance(raw.get(PROVENANCE_TABLE, {}), Mapping):
         problems.append(f"{PROVENANCE_TABLE}: expected a table (written by gendiff), got {type_name(raw[PROVENANCE_TABLE])}")
     if problems:
         raise RecipeError(problems, source)
     return Recipe(components, data, configs["train"], configs["eval"], configs["conditioning"], source, dict(raw))
+
+
+def _sampler_guidance(sampler: ComponentSpec | None, conditioning: ConditioningConfig,
+                      problems: list[str]) -> ConditioningConfig:
+    """``[sampler] guidance = w``: the default guidance weight of sampling (Ho & Salimans 2022),
+    read by gendiff and never passed to the sampler, so every sampler takes it. It is the same
+    setting as ``[conditioning] guidance`` (which a recipe may use instead; not both)."""
+    if sampler is None or "guidance" not in sampler.args:
+        return conditioning
+    w = sampler.args.pop("guidance")
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        problems.append(f"sampler.guidance: expected the guidance weight, a finite number >= 0, got {_show(w)}")
+    elif conditioning.guidance:
+        problems.append(f"sampler.guidance: the default guidance weight is set twice (sampler.guidance = {w}, "
+                        f"conditioning.guidance = {conditioning.guidance}); keep one")
+    elif not conditioning.labels:
+        problems.append("sampler.guidance: guidance needs a class-conditional model (conditioning.labels = true)")
+    elif w and not conditioning.label_dropout:
+        problems.append("sampler.guidance: guidance needs the null label, which is only learned with "
+                        "conditioning.label_dropout > 0 (e.g. 0.1)")
+    else:
+        return dataclasses.replace(conditioning, guidance=float(w))
+    return conditioning
 
 
 def _parse_data(value: Any, problems: list[str]) -> DataSpec:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import distributed
+from .conditioning import class_names
 from .distributions import unit_to_levels
 from .errors import GendiffError
 from .runs import generate, write_samples
@@ -74,9 +75,12 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     if summary.steps < cfg.steps or not job.main:  # interrupted on purpose (stop_after), or not rank 0
         return result
     model = trainer.ema_model().eval()
-    x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress, precision=trainer.precision)
+    labels = model.conditioning.default_labels(ev.samples)  # a conditional model: the classes in turn
+    x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress, precision=trainer.precision,
+                 cond=labels)
     final = run_dir / "samples" / "final"
-    write_samples(x, model.levels, final, pngs=False)
+    write_samples(x, model.levels, final, pngs=False, labels=labels,
+                  names=class_names(model.conditioning.num_classes, model.dataset))
     trainer.events.emit("gendiff_samples_written", run=trainer.run_info, step=summary.steps, path=final / "grid.png")
     from .evaluation import run_evaluations
     from .evaluation.inputs import eval_context

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +11,9 @@ import torch
 import typer
 from rich.table import Table
 
+from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
-from .common import SET_HELP, app, console, err_console, friendly, recipe_app
+from .common import SET_HELP, app, console, err_console, friendly, recipe_app, sampling_labels
 
 
 @app.command()
@@ -57,13 +59,18 @@ def sample(
     snapshots: int = typer.Option(10, "--snapshots", min=2, help="Columns of the --progressive grid."),
     share_from: list[int] = typer.Option([], "--share-from", help="Also write shared-completions.png: completions sharing one frozen x_t at this t (Fig. 7; repeatable)."),
     completions: int = typer.Option(8, "--completions", min=1, help="Completions per --share-from time."),
+    classes: list[str] = typer.Option([], "--class", help="A conditional model's class, by number or name (e.g. 3 "
+                                      "or sneaker; repeatable; 'all': every class). --n samples of each; the grid "
+                                      "has one labelled row per class. Default: the classes in turn."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight w >= 0: "
+                                             "(1 + w) eps(x, c) - w eps(x, null); 0 is the plain conditional model "
+                                             "(default: the recipe's)."),
 ) -> None:
-    """Draw samples from a trained run: one PNG per sample, a grid, and samples.npz (uint8 N x H x W x C);
-    with --progressive and --share-from, the pictures of Figs. 6 and 7."""
+    """Draw samples from a trained run: one PNG per sample, a grid, and samples.npz (uint8 N x H x W x C,
+    with "labels" for a conditional model); with --progressive and --share-from, the pictures of Figs. 6 and 7."""
     from ..component import construct
     from ..plugins import plugin_system
     from ..config import PRECISIONS
-    from ..errors import GendiffError
     from ..runs import generate, load_run, write_samples
     from ..runtime import choose_device, choose_precision
 
@@ -84,10 +91,15 @@ def sample(
 
     for t in share_from:
         check_time(model, t, "--share-from")
-    x = generate(model, n, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console, progress=progress,
-                 precision=choose_precision(precision, dev))
-    write_samples(x, model.levels, out)
-    console.print(f"wrote {n} samples from {ckpt} to {out} (samples.npz, grid.png and one PNG each)")
+    labels, names, w = sampling_labels(model, classes, n, guidance)
+    total = n if labels is None else len(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GuidanceWarning)  # sampling_labels said it in words
+        x = generate(model, total, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console,
+                     progress=progress, precision=choose_precision(precision, dev), cond=labels, guidance=w)
+    write_samples(x, model.levels, out, labels=labels, names=names)
+    what = "" if labels is None else f" of {len(set(labels.tolist()))} classes (guidance w = {w:g}; grid.png: a row per class)"
+    console.print(f"wrote {total} samples{what} from {ckpt} to {out} (samples.npz, grid.png and one PNG each)")
     if progressive or share_from:
         from ..evaluation.analyses import progressive as run_progressive, shared_completions
         from ..images import grid, save_png, to_uint8

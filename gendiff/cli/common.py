@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Diffusion models from replaceable components.")
@@ -36,3 +38,25 @@ recipe_app = typer.Typer(no_args_is_help=True, help="Work with recipes.")
 app.add_typer(recipe_app, name="recipe")
 
 SET_HELP = "Override a recipe value, TABLE.KEY=VALUE (TOML syntax; repeatable)."
+
+
+def sampling_labels(model, classes: list[str], n: int, guidance: float | None):
+    """The labels (None for an unconditional model), class names and checked guidance weight of
+    ``gendiff sample``: n of each class in ``classes`` (default: the classes in turn). A guidance
+    weight on a model that never learned the null label is said as a warning, in words."""
+    import torch
+
+    from ..conditioning import class_names, parse_classes
+
+    conditioning = model.conditioning
+    names = class_names(conditioning.num_classes, getattr(model, "dataset", None))
+    if classes:
+        labels = torch.tensor(parse_classes(classes, conditioning.num_classes, names)).repeat_interleave(n)
+    else:
+        labels = conditioning.default_labels(n)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GuidanceWarning)
+        w = conditioning.check_guidance(guidance)
+    for warning in caught:
+        err_console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(warning.message))}", highlight=False)
+    return labels, names, w

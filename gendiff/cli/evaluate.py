@@ -3,6 +3,7 @@ metric (``gendiff eval NAME RUN``), a plugin's included, looked up when asked fo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,8 +11,9 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
-from .common import app, console, err_console, friendly
+from .common import app, console, err_console, friendly, sampling_labels
 
 
 class EvalGroup(TyperGroup):
@@ -109,8 +111,12 @@ def eval_fid(
     seed: int = typer.Option(0, "--seed", help="Seed of a run's samples."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch when generating."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="A conditional run's classifier-free guidance "
+                                             "weight w >= 0 (default: the recipe's); its classes are drawn in the "
+                                             "training split's proportions."),
 ) -> None:
-    """FID and KID (and the Inception Score) of samples against a reference, with torch-fidelity."""
+    """FID and KID (and the Inception Score) of samples against a reference, with torch-fidelity.
+    A conditional run's samples have their classes in the training split's proportions."""
     import json
 
     from ..evaluation.fidelity import choose_features, fidelity
@@ -126,10 +132,15 @@ def eval_fid(
         from ..runtime import choose_precision
 
         precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
-        samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
-                                           model=model, checkpoint=ckpt)
+        guidance = sampling_labels(model, [], 1, guidance)[2]  # checked (and any warning said) before sampling
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GuidanceWarning)
+            samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
+                                               model=model, checkpoint=ckpt, guidance=guidance)
         dataset = model.dataset
     else:
+        if guidance is not None:
+            raise GendiffError("--guidance is for a run's own samples; a set of samples was drawn already")
         if ref is None:
             raise GendiffError("--ref is needed for a set of samples: train/test of a run's data need a run; "
                                "give DATASET:SPLIT (e.g. digits:train) or a folder of images")
@@ -149,7 +160,11 @@ def eval_fid(
     result["reference"] = ref
     if ckpt is not None:
         result["checkpoint"] = str(ckpt)
-        out = run_folder(ckpt) / "eval" / f"fid-{ref.replace('/', '_').replace(':', '-')}.json"
+        name = f"fid-{ref.replace('/', '_').replace(':', '-')}"
+        if model.conditioning.active:
+            result["guidance"] = guidance
+            name += f"-w{guidance:g}"
+        out = run_folder(ckpt) / "eval" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
     table = Table(title=f"FID / KID of {target} against {ref} ({space} features)")

@@ -69,27 +69,39 @@ def run_folder(checkpoint: Path) -> Path:
 
 
 def run_samples(path: Path, n: int | None, seed: int = 0, batch_size: int = 256, console=None,
-                progress: bool = True, precision: str = "fp32", model=None, checkpoint=None) -> tuple[np.ndarray, Any, Path]:
+                progress: bool = True, precision: str = "fp32", model=None, checkpoint=None,
+                guidance: float | None = None) -> tuple[np.ndarray, Any, Path]:
     """Samples of a run's EMA model, generated once in batches and kept in
     RUN/eval/samples/seed-<seed>.npz; a later call that needs no more reuses them.
-    Returns (images, model, checkpoint path)."""
-    from ..runs import generate, load_run
+    A conditional model draws its classes in the proportions of the training split
+    (:func:`~gendiff.runs.dataset_labels`) with guidance weight ``guidance`` (default: the
+    recipe's), kept as seed-<seed>-w<w>.npz with the labels. Returns (images, model, checkpoint path)."""
+    from ..runs import dataset_labels, generate, load_run
 
     if model is None:
         model, checkpoint = load_run(path, None)
     n = n or model.recipe.get("eval", {}).get("fid_samples", 50_000)
-    store = run_folder(checkpoint) / "eval" / "samples" / f"seed-{seed}.npz"
+    name = f"seed-{seed}"
+    if model.conditioning.active:
+        guidance = model.conditioning.check_guidance(guidance)
+        name += f"-w{guidance:g}"
+    elif guidance:
+        model.conditioning.check_guidance(guidance)  # raises: guidance needs a conditional model
+    store = run_folder(checkpoint) / "eval" / "samples" / f"{name}.npz"
     if store.is_file():
         kept = np.load(store)
         if str(kept["checkpoint"]) == str(checkpoint.name) and len(kept["samples"]) >= n:
             return kept["samples"][:n], model, checkpoint
-    x = generate(model, n, seed=seed, batch_size=batch_size, console=console, progress=progress, precision=precision)
+    labels = dataset_labels(model, n, seed)
+    x = generate(model, n, seed=seed, batch_size=batch_size, console=console, progress=progress, precision=precision,
+                 cond=labels, guidance=guidance)
     from ..images import to_uint8
 
     images = to_uint8(x, model.levels)
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(store.stem + ".tmp.npz")
-    np.savez_compressed(tmp, samples=images, checkpoint=str(checkpoint.name), levels=model.levels)
+    extra = {} if labels is None else {"labels": labels.numpy(), "guidance": guidance}
+    np.savez_compressed(tmp, samples=images, checkpoint=str(checkpoint.name), levels=model.levels, **extra)
     tmp.replace(store)
     return images, model, checkpoint
 

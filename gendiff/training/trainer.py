@@ -23,8 +23,10 @@ from ..checkpoint import latest_checkpoint
 from ..diffusion import Diffusion
 from ..distributed import Dist, check_batch, wrap
 from ..events import Events, RunInfo
+from ..conditioning import class_names
 from ..images import grid, save_png, to_uint8
 from ..objective import Share
+from ..runs import class_grid
 from ..runtime import autocast, choose_device, choose_precision, step_generator
 from .data import DataStream
 from .folder import RunFolder
@@ -140,10 +142,20 @@ class Trainer:
 
     def _sample_grid(self) -> None:
         g = step_generator(self.cfg.seed, 0, 3, self.device)  # the same noise for every grid
-        with autocast(self.device, self.precision):
-            x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
         path = self.run_dir / "samples" / f"step-{self.step}.png"
-        save_png(grid(to_uint8(x, self.model.levels)), path, scale=max(1, 64 // self.model.data_shape[1]))
+        scale = max(1, 64 // self.model.data_shape[1])
+        conditioning = self.model.conditioning
+        if conditioning.active:  # one labelled row per class
+            per_row = max(1, round(self.cfg.sample_grid / conditioning.num_classes))
+            labels = torch.arange(conditioning.num_classes, device=self.device).repeat_interleave(per_row)
+            with autocast(self.device, self.precision):
+                x = self.ema_model().sample(len(labels), generator=g, cond=labels)
+            class_grid(to_uint8(x, self.model.levels), labels.cpu().numpy(),
+                       class_names(conditioning.num_classes, self.setup.dataset), per_row, path, scale)
+        else:
+            with autocast(self.device, self.precision):
+                x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
+            save_png(grid(to_uint8(x, self.model.levels)), path, scale=scale)
         self.events.emit("gendiff_samples_written", run=self.run_info, step=self.step, path=path)
 
     # -- Algorithm 1 ---------------------------------------------------------------------------
