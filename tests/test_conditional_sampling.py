@@ -210,3 +210,29 @@ def test_guidance_on_a_model_without_label_dropout_is_a_warning_in_words(tmp_pat
     res = invoke("sample", out, "--class", "1", "--n", 2, "--guidance", "2", "--out", tmp_path / "s", "--no-progress")
     assert res.exit_code == 0 and "warning: guidance weight 2.0 on a model trained with label_dropout = 0" in res.output
     assert "null label was never learned" in res.output and "GuidanceWarning" not in res.output
+
+
+def test_eval_fid_of_a_conditional_run_at_a_guidance_weight(conditional_run):
+    res = invoke("eval", "fid", conditional_run, "--n", 20, "--guidance", "0.5", "--no-progress")
+    assert res.exit_code == 0, res.output
+    import json
+
+    report = json.loads((conditional_run / "eval" / "fid-train-w0.5.json").read_text())
+    assert report["guidance"] == 0.5 and report["samples"] == 20
+    res = invoke("eval", "fid", conditional_run, "--n", 20, "--guidance", "-2", "--no-progress")
+    assert res.exit_code == 1 and "finite number >= 0" in res.output
+
+
+def test_class_agreement_is_the_classifier_s_verdict_on_the_asked_class():
+    from gendiff.evaluation.agreement import class_agreement
+    from gendiff.evaluation.inputs import levels_to_pixels
+    from gendiff.plugins import registry
+
+    digits = registry("dataset").get("digits")()
+    images, labels = levels_to_pixels(digits.load("test"), digits.levels), digits.labels("test").numpy()
+    right = class_agreement(images, labels, digits)
+    assert right["agreement"] > 0.95 and right["samples"] == len(labels) and set(right["per_class"]) == set(range(10))
+    wrong = class_agreement(images, (labels + 1) % 10, digits)  # every label off by one
+    assert wrong["agreement"] < 0.1 and wrong["worst_class_agreement"] <= wrong["agreement"]
+    with pytest.raises(gendiff.errors.GendiffError, match="labels for"):
+        class_agreement(images, labels[:5], digits)
