@@ -129,7 +129,7 @@ def test_run_grids_have_a_row_per_class_and_final_samples_keep_their_labels(cond
 def test_sample_a_class_several_classes_or_all(conditional_run, tmp_path):
     res = invoke("sample", conditional_run, "--class", "3", "--n", 4, "--out", tmp_path / "a", "--no-progress")
     assert res.exit_code == 0, res.output
-    assert "wrote 4 samples of 1 classes (guidance w = 1" in res.output
+    assert "wrote 4 samples of 1 class (guidance w = 0.5" in res.output
     kept = np.load(tmp_path / "a" / "samples.npz")
     assert kept["labels"].tolist() == [3] * 4 and kept["samples"].shape == (4, 8, 8, 1)
     res = invoke("sample", conditional_run, "--class", "7", "--class", "2", "--n", 3, "--out", tmp_path / "b",
@@ -170,12 +170,12 @@ def test_fid_samples_follow_the_data_s_class_proportions_at_the_asked_guidance(c
     assert (torch.bincount(labels, minlength=10) - counts / counts.sum() * 1000).abs().max() < 1
     from gendiff.evaluation.inputs import run_samples
 
-    images, _, _ = run_samples(conditional_run, 30, seed=1, progress=False, model=model, checkpoint=ckpt, guidance=0.5)
-    kept = np.load(conditional_run / "eval" / "samples" / "seed-1-w0.5.npz")
-    assert kept["labels"].tolist() == dataset_labels(model, 30, seed=1).tolist() and float(kept["guidance"]) == 0.5
+    images, _, _ = run_samples(conditional_run, 30, seed=1, progress=False, model=model, checkpoint=ckpt, guidance=2.0)
+    kept = np.load(conditional_run / "eval" / "samples" / "seed-1-w2.npz")
+    assert kept["labels"].tolist() == dataset_labels(model, 30, seed=1).tolist() and float(kept["guidance"]) == 2.0
     assert np.array_equal(kept["samples"], images)
     run_samples(conditional_run, 30, seed=1, progress=False, model=model, checkpoint=ckpt)
-    assert float(np.load(conditional_run / "eval" / "samples" / "seed-1-w1.npz")["guidance"]) == 1.0  # the recipe's
+    assert float(np.load(conditional_run / "eval" / "samples" / "seed-1-w0.5.npz")["guidance"]) == 0.5  # the recipe's
 
 
 @pytest.mark.parametrize("args, message", [

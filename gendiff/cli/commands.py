@@ -98,7 +98,8 @@ def sample(
         x = generate(model, total, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console,
                      progress=progress, precision=choose_precision(precision, dev), cond=labels, guidance=w)
     write_samples(x, model.levels, out, labels=labels, names=names)
-    what = "" if labels is None else f" of {len(set(labels.tolist()))} classes (guidance w = {w:g}; grid.png: a row per class)"
+    k = 0 if labels is None else len(set(labels.tolist()))
+    what = f" of {k} class{'es' if k > 1 else ''} (guidance w = {w:g}; grid.png: a row per class)" if k else ""
     console.print(f"wrote {total} samples{what} from {ckpt} to {out} (samples.npz, grid.png and one PNG each)")
     if progressive or share_from:
         from ..evaluation.analyses import progressive as run_progressive, shared_completions
