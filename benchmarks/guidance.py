@@ -30,9 +30,9 @@ import numpy as np
 
 from gendiff.evaluation.agreement import class_agreement
 from gendiff.evaluation.fidelity import choose_features, fidelity
-from gendiff.evaluation.inputs import reference_images, run_samples
+from gendiff.evaluation.inputs import reference_images, run_folder, run_samples
 from gendiff.runner import run
-from gendiff.runs import dataset_labels, load_run
+from gendiff.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "guidance.json"
@@ -59,7 +59,6 @@ def measure(dataset_name: str, args) -> dict:
     reference, key = reference_images(ref, model)
     entry = {"recipe": f"recipes/{recipe}", "samples": args.n, "reference": ref, "training_seconds": seconds,
              "weights": []}
-    labels = dataset_labels(model, args.n, seed=0).numpy()
     print(f"## {dataset_name}: {recipe}, {args.n} samples against the {ref} split")
     print("| guidance w | class agreement | worst class | FID | KID | sampling time |")
     print("|---|---|---|---|---|---|")
@@ -67,6 +66,9 @@ def measure(dataset_name: str, args) -> dict:
         start = time.perf_counter()
         images, _, _ = run_samples(path, args.n, 0, 500, progress=False, model=model, checkpoint=ckpt, guidance=w)
         sampling = time.perf_counter() - start
+        # the labels the samples were drawn with, as kept beside them (a kept larger draw's first n)
+        kept = np.load(run_folder(ckpt) / "eval" / "samples" / f"seed-0-w{w:g}.npz")
+        labels = kept["labels"][:args.n]
         agree = class_agreement(images, labels, model.dataset)
         space = choose_features(images, model.dataset.name)
         r = fidelity(images, reference, key, space, isc=False, dataset=model.dataset)
