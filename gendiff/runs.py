@@ -58,12 +58,11 @@ def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sam
     the recipe's); see :meth:`Diffusion.sample`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    conditioning = model.conditioning
+    guidance = conditioning.check_guidance(guidance)  # checked (and warned about) once
     labels = None
-    if model.conditioning.active:
-        labels = model.conditioning.labels(model.conditioning.default_labels(n) if cond is None else cond, n)
-        guidance = model.conditioning.check_guidance(guidance)  # checked (and warned about) once
-    elif cond is not None or guidance:
-        model.sample(1, cond=cond, guidance=guidance)  # raises: an unconditional model takes neither
+    if conditioning.active or cond is not None:  # an unconditional model refuses labels here
+        labels = conditioning.labels(conditioning.default_labels(n) if cond is None else cond, n)
     out = []
     device = model.device
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -236,3 +236,10 @@ def test_class_agreement_is_the_classifier_s_verdict_on_the_asked_class():
     assert wrong["agreement"] < 0.1 and wrong["worst_class_agreement"] <= wrong["agreement"]
     with pytest.raises(gendiff.errors.GendiffError, match="labels for"):
         class_agreement(images, labels[:5], digits)
+
+
+def test_guidance_for_a_set_of_samples_is_refused(tmp_path):
+    np.savez(tmp_path / "s.npz", samples=np.zeros((4, 8, 8, 1), dtype=np.uint8))
+    res = invoke("eval", "fid", tmp_path / "s.npz", "--ref", "digits:train", "--guidance", "1")
+    assert res.exit_code == 1 and "--guidance is for a run's own samples" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]

@@ -54,9 +54,15 @@ def sampling_labels(model, classes: list[str], n: int, guidance: float | None):
         labels = torch.tensor(parse_classes(classes, conditioning.num_classes, names)).repeat_interleave(n)
     else:
         labels = conditioning.default_labels(n)
+    return labels, names, checked_guidance(model, guidance)
+
+
+def checked_guidance(model, guidance: float | None) -> float:
+    """The guidance weight to use (the recipe's when None), refused when bad; a weight on a model
+    that never learned the null label is said as a warning, in words (not a Python warning line)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GuidanceWarning)
-        w = conditioning.check_guidance(guidance)
+        w = model.conditioning.check_guidance(guidance)
     for warning in caught:
         err_console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(warning.message))}", highlight=False)
-    return labels, names, w
+    return w

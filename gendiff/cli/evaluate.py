@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
-from .common import app, console, err_console, friendly, sampling_labels
+from .common import app, checked_guidance, console, err_console, friendly
 
 
 class EvalGroup(TyperGroup):
@@ -132,7 +132,7 @@ def eval_fid(
         from ..runtime import choose_precision
 
         precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
-        guidance = sampling_labels(model, [], 1, guidance)[2]  # checked (and any warning said) before sampling
+        guidance = checked_guidance(model, guidance)  # before sampling
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GuidanceWarning)
             samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,

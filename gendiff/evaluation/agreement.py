@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import GendiffError
+from .digits_features import grey_unit
 
 
 def dataset_classifier(dataset) -> torch.nn.Module:
@@ -37,7 +38,7 @@ def predict_classes(images: np.ndarray, dataset, batch_size: int = 1000) -> np.n
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
-            out.append(net(x.float().mean(dim=1, keepdim=True) / 255.0).argmax(1))
+            out.append(net(grey_unit(x)).argmax(1))
     return torch.cat(out).numpy()
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GendiffError
-from .digits_features import cache_dir
+from .digits_features import cache_dir, grey_unit
 
 VERSION = 1
 PREFIX = "gendiff-"
@@ -186,8 +186,7 @@ def classifier_extractor_class():
             return torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
 
         def forward(self, x):
-            grey = x.float().mean(dim=1, keepdim=True) / 255.0
-            raw = self.net.features(grey)
+            raw = self.net.features(grey_unit(x))
             out = {"features": raw * self.net.feature_scale, "logits": self.net.fc2(raw)}
             return tuple(out[name] for name in self.features_list)
 

@@ -29,6 +29,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENDIFF_CACHE") or Path.home() / ".cache" / "gendiff")
 
 
+def grey_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) on 0..255 (C = 1, or 3 equal channels) -> the grey input (N, 1, H, W)
+    on [0, 1] that gendiff's dataset classifiers take."""
+    return x.float().mean(dim=1, keepdim=True) / 255.0
+
+
 class DigitsNet(nn.Module):
     """conv 3x3 (32) - conv 3x3 (64) - pool - dense 128 - dense 10, on grey levels scaled to [0, 1]."""
 
@@ -142,8 +148,7 @@ def digits_feature_extractor_class():
             return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
 
         def forward(self, x):
-            grey = x.float().mean(dim=1, keepdim=True) / 255.0
-            raw = self.net.features(grey)
+            raw = self.net.features(grey_unit(x))
             out = {"features": raw * self.net.feature_scale, "logits": self.net.fc2(raw)}
             return tuple(out[name] for name in self.features_list)
 

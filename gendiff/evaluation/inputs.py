@@ -81,12 +81,8 @@ def run_samples(path: Path, n: int | None, seed: int = 0, batch_size: int = 256,
     if model is None:
         model, checkpoint = load_run(path, None)
     n = n or model.recipe.get("eval", {}).get("fid_samples", 50_000)
-    name = f"seed-{seed}"
-    if model.conditioning.active:
-        guidance = model.conditioning.check_guidance(guidance)
-        name += f"-w{guidance:g}"
-    elif guidance:
-        model.conditioning.check_guidance(guidance)  # raises: guidance needs a conditional model
+    guidance = model.conditioning.check_guidance(guidance)  # refuses guidance of an unconditional model
+    name = f"seed-{seed}-w{guidance:g}" if model.conditioning.active else f"seed-{seed}"
     store = run_folder(checkpoint) / "eval" / "samples" / f"{name}.npz"
     if store.is_file():
         kept = np.load(store)

@@ -145,17 +145,18 @@ class Trainer:
         path = self.run_dir / "samples" / f"step-{self.step}.png"
         scale = max(1, 64 // self.model.data_shape[1])
         conditioning = self.model.conditioning
+        labels, n = None, self.cfg.sample_grid
         if conditioning.active:  # one labelled row per class
-            per_row = max(1, round(self.cfg.sample_grid / conditioning.num_classes))
+            per_row = max(1, round(n / conditioning.num_classes))
             labels = torch.arange(conditioning.num_classes, device=self.device).repeat_interleave(per_row)
-            with autocast(self.device, self.precision):
-                x = self.ema_model().sample(len(labels), generator=g, cond=labels)
-            class_grid(to_uint8(x, self.model.levels), labels.cpu().numpy(),
-                       class_names(conditioning.num_classes, self.setup.dataset), per_row, path, scale)
+            n = len(labels)
+        with autocast(self.device, self.precision):
+            pictures = to_uint8(self.ema_model().sample(n, generator=g, cond=labels), self.model.levels)
+        if labels is None:
+            save_png(grid(pictures), path, scale=scale)
         else:
-            with autocast(self.device, self.precision):
-                x = self.ema_model().sample(self.cfg.sample_grid, generator=g)
-            save_png(grid(to_uint8(x, self.model.levels)), path, scale=scale)
+            class_grid(pictures, labels.cpu().numpy(), class_names(conditioning.num_classes, self.setup.dataset),
+                       per_row, path, scale)
         self.events.emit("gendiff_samples_written", run=self.run_info, step=self.step, path=path)
 
     # -- Algorithm 1 ---------------------------------------------------------------------------
