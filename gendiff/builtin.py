@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import parameterizations, samplers, schedules, time_samplers, variances, weightings
+from . import loggers, parameterizations, samplers, schedules, time_samplers, variances, weightings
 from .backbones import UNet
 from .datasets import CIFAR10, MNIST, Digits, FashionMNIST, ImageFolder
 from .evaluation import metrics
@@ -62,3 +62,8 @@ def gendiff_register_datasets():
 @hookimpl
 def gendiff_register_metrics():
     return list(metrics.BUILTIN)
+
+
+@hookimpl
+def gendiff_register_loggers():
+    return list(loggers.BUILTIN)

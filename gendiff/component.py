@@ -31,6 +31,7 @@ FAMILIES = (
     "time_sampler",
     "dataset",
     "metric",
+    "logger",
 )
 #: where each family's interface lives (for messages)
 INTERFACES = {
@@ -43,6 +44,7 @@ INTERFACES = {
     "time_sampler": "gendiff.time_samplers.TimeSampler",
     "dataset": "gendiff.datasets.Dataset",
     "metric": "gendiff.evaluation.Metric",
+    "logger": "gendiff.loggers.Logger",
 }
 
 

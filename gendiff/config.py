@@ -16,7 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")  #: and "cuda:N" (see device_problem)
+DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps"
+
+
+def device_problem(name: object) -> str | None:
+    """Why ``name`` is not a device gendiff can be asked for (None when it is one): ``auto``,
+    ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Only the spelling is checked, not the machine."""
+    if not isinstance(name, str):
+        return f"expected a string ({DEVICE_HELP}), got {name!r}"
+    kind, sep, index = name.partition(":")
+    if name in DEVICES or (kind == "cuda" and sep and index.isdigit()):
+        return None
+    return f"unknown device {name!r}; use {DEVICE_HELP}"
 
 
 @dataclass
@@ -31,14 +43,15 @@ class TrainConfig:
     grad_clip: float = 1.0  #: clip the global gradient norm (paper: 1.0); 0 disables
     ema_decay: float = 0.9999  #: EMA of weights (paper: 0.9999); 0 keeps a plain copy
     precision: str = "auto"  #: "fp32", "bf16" autocast, or "auto" (bf16 where supported)
-    device: str = "auto"  #: "cpu", "cuda", or "auto" (cuda when available)
+    device: str = "auto"  #: "cpu", "cuda", "cuda:N", "mps", or "auto" (cuda, else mps, else cpu)
     compile: bool = False  #: compile the network's training step with torch.compile (see docs/benchmarks.md)
     seed: int = 0  #: seeds data order, flips, noise and initialisation
     checkpoint_every: int = 10_000  #: steps between checkpoints (the last step always saves)
     keep_checkpoints: int = 3  #: how many recent checkpoints to keep; 0 keeps all
     sample_every: int = 10_000  #: steps between sample grids (EMA weights); 0 disables
     sample_grid: int = 64  #: images per sample grid
-    log_every: int = 100  #: steps between metrics.jsonl lines
+    log_every: int = 100  #: steps between metrics.jsonl lines (and plain progress lines off a terminal)
+    loggers: list[str] = field(default_factory=list)  #: registered loggers that also receive the run's events, e.g. ["tensorboard"]
 
 
 @dataclass
@@ -50,6 +63,9 @@ class EvalConfig:
     fid_samples: int = 50_000  #: samples for FID (paper: 50k)
     fid_reference: str = "train"  #: FID reference split (paper: the training set)
     nll_examples: int = 256  #: test examples for the bits/dim bound
+    #: metric -> the number its result must reach (a ceiling for fid / nll / rd, a floor for
+    #: classifier): the run's report says pass or fail for each (e.g. {fid = 3.17, nll = 3.75})
+    targets: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,7 +77,7 @@ class ConditioningConfig:
     guidance: float = 0.0  #: default guidance weight w for sampling: (1 + w) eps(x, c) - w eps(x, null)
 
 
-CHOICES = {("train", "precision"): PRECISIONS, ("train", "device"): DEVICES, ("eval", "fid_reference"): ("train", "test")}
+CHOICES = {("train", "precision"): PRECISIONS, ("eval", "fid_reference"): ("train", "test")}
 NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints", "seed", "label_dropout",
                 "guidance"}
 BELOW_ONE = {"ema_decay", "label_dropout"}
@@ -70,7 +86,9 @@ BELOW_ONE = {"ema_decay", "label_dropout"}
 def type_label(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is list:
-        return f"an array of {type_label(typing.get_args(tp)[0])}s"
+        return f"an array of {type_label(typing.get_args(tp)[0]).split(' ', 1)[1]}s"
+    if origin is dict:
+        return f"a table of {type_label(typing.get_args(tp)[1]).split(' ', 1)[1]}s"
     return {int: "an integer", float: "a float", str: "a string", bool: "a boolean"}.get(tp, str(tp))
 
 
@@ -79,6 +97,8 @@ def matches(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if origin is list:
         return isinstance(value, list) and all(matches(v, typing.get_args(tp)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(matches(v, typing.get_args(tp)[1]) for v in value.values())
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -100,6 +120,12 @@ def validate_table(cls: type, table: str, values: Mapping[str, Any], problems: l
         if not matches(value, tp):
             problems.append(f"{path}: expected {type_label(tp)}, got {value!r}")
             continue
+        if typing.get_origin(tp) is dict:
+            value = {k: float(v) for k, v in value.items()}
+            bad = [k for k, v in value.items() if not math.isfinite(v)]
+            if bad:
+                problems.append(f"{path}.{bad[0]}: must be a finite number, got {value[bad[0]]!r}")
+                continue
         if tp is float:
             value = float(value)
             if not math.isfinite(value):
@@ -111,6 +137,11 @@ def validate_table(cls: type, table: str, values: Mapping[str, Any], problems: l
         if key == "seed" and value >= 2**32:
             problems.append(f"{path}: must be below 2**32, got {value!r}")
             continue
+        if (table, key) == ("train", "device"):
+            problem = device_problem(value)
+            if problem:
+                problems.append(f"{path}: {problem}")
+                continue
         choices = CHOICES.get((table, key))
         if choices and value not in choices:
             problems.append(f"{path}: expected one of {', '.join(map(repr, choices))}, got {value!r}")

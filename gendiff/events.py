@@ -6,6 +6,9 @@ Plugins receive events through the event hooks of :mod:`gendiff.hookspecs`
 implementation takes any subset of the documented arguments. One that raises is reported once with
 a :class:`PluginRuntimeWarning` naming the plugin and is not called again during this process:
 a broken logger never stops a training run, and nothing already written is lost.
+
+The recipe's loggers (``[train] loggers``, :mod:`gendiff.loggers`) receive the same events as
+method calls, with the same policy.
 """
 
 from __future__ import annotations
@@ -31,16 +34,55 @@ class RunInfo:
     world: int = 1  #: the number of training processes
 
 
-class Events:
-    """Calls the event hooks of a plugin system, each implementation on its own."""
+#: event hook -> (the logger method it calls, the hook arguments it passes)
+LOGGER_METHODS = {
+    "gendiff_train_step_end": ("log", ("step", "figures")),
+    "gendiff_samples_written": ("image", ("step", "path")),
+    "gendiff_checkpoint_written": ("checkpoint", ("step", "path")),
+    "gendiff_run_end": ("finish", ("result",)),
+}
 
-    def __init__(self, system=None, enabled: bool = True):
+
+class Events:
+    """Calls the event hooks of a plugin system, each implementation on its own, and the methods
+    of the run's ``loggers``."""
+
+    def __init__(self, system=None, enabled: bool = True, loggers=()):
         self.system, self.enabled = system, enabled
+        self.loggers = list(loggers) if enabled else []
         self._broken: set[tuple[str, str]] = set()
 
+    def start(self, run: RunInfo, step: int) -> None:
+        """Tell the loggers that the run begins (or resumes at ``step``)."""
+        for logger in self.loggers:
+            self._call_logger(logger, "start", run, step)
+
+    def close(self) -> None:
+        """Tell the loggers that the run is over (always; errors only warned about)."""
+        for logger in self.loggers:
+            self._call_logger(logger, "close", always=True)
+        self.loggers = []
+
+    def _call_logger(self, logger, method: str, *args: Any, always: bool = False) -> None:
+        key = (f"logger {logger.name}", "")
+        if key in self._broken and not always:
+            return
+        try:
+            getattr(logger, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - a logger's failure must not end the run
+            if key not in self._broken:
+                self._broken.add(key)
+                warnings.warn(f"gendiff logger '{logger.name}' failed in {method} and is switched off for the rest "
+                              f"of this run: {type(exc).__name__}: {exc}", PluginRuntimeWarning, stacklevel=3)
+
     def emit(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of ``hook`` with the arguments it asks for."""
-        if not self.enabled or self.system is None:
+        """Call every implementation of ``hook`` with the arguments it asks for, then the loggers."""
+        if not self.enabled:
+            return
+        method, names = LOGGER_METHODS.get(hook, (None, ()))
+        for logger in self.loggers if method else ():
+            self._call_logger(logger, method, *[kwargs[name] for name in names])
+        if self.system is None:
             return
         for impl in reversed(getattr(self.system.pm.hook, hook).get_hookimpls()):  # registration order
             key = (impl.plugin_name, hook)

@@ -269,6 +269,39 @@ def gendiff_register_metrics() -> list[type]:
     """
 
 
+# -- loggers ----------------------------------------------------------------------------------
+@hookspec
+def gendiff_register_loggers() -> list[type]:
+    """Loggers: experiment trackers that receive a run's events, named in ``[train] loggers``
+    (gendiff's own: ``tensorboard``).
+
+    Return subclasses of :class:`gendiff.loggers.Logger`; override any of ``check()`` (raise
+    ``ValueError`` when a needed package is missing), ``start(run, step)``, ``log(step, figures)``,
+    ``image(step, path)``, ``checkpoint(step, path)``, ``finish(result)`` and ``close()``. They are
+    called on the main process only; one that raises is switched off with a warning, and the run
+    goes on::
+
+        import csv
+        import gendiff
+        from gendiff.loggers import Logger
+
+        class CSVLoss(Logger):
+            '''The loss of every logged step in RUN/loss.csv.'''
+            name = "csv-loss"
+            def start(self, run, step):
+                self.file = open(run.run_dir / "loss.csv", "a", newline="")
+                self.rows = csv.writer(self.file)
+            def log(self, step, figures):
+                self.rows.writerow([step, figures["loss"]])
+            def close(self):
+                self.file.close()
+
+        @gendiff.hookimpl
+        def gendiff_register_loggers():
+            return [CSVLoss]
+    """
+
+
 # -- training events --------------------------------------------------------------------------
 # Called on the main process while a run goes on (see gendiff.events). An implementation takes any
 # subset of the arguments; one that raises is reported and switched off, and the run goes on.
@@ -304,7 +337,7 @@ def gendiff_checkpoint_written(run, step: int, path) -> None:
 @hookspec
 def gendiff_samples_written(run, step: int, path) -> None:
     """After a picture of samples is written: the grids during training (``RUN/samples/step-N.png``,
-    EMA weights) and the final samples' grid (``RUN/samples/final/grid.png``)::
+    EMA weights) and the final samples' grid (``RUN/samples/final.png``)::
 
         import gendiff
 

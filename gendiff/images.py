@@ -43,14 +43,19 @@ def save_png(picture: np.ndarray, path: Path, scale: int = 1) -> None:
     Image.fromarray(picture[..., 0] if mode == "L" else picture, mode).save(path)
 
 
-def save_labelled_rows(rows: list[np.ndarray], labels: list[str], path: Path, scale: int = 1, pad: int = 1) -> None:
+def save_labelled_rows(rows: list[np.ndarray], labels: list[str] | None, path: Path, scale: int = 1, pad: int = 1,
+                       columns: list[str] | None = None) -> None:
     """Write rows of uint8 pictures (each (n_i, H, W, C)) as one PNG, enlarged ``scale`` times,
-    with ``labels[i]`` written in a white margin left of row i (e.g. one row per class)."""
+    with ``labels[i]`` written in a white margin left of row i (e.g. one row per class) and
+    ``columns[j]`` above column j (e.g. the time t or the weight lambda of each column); either
+    may be None (no margin)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    if len(rows) != len(labels) or not rows:
-        raise ValueError(f"{len(rows)} rows for {len(labels)} labels")
+    if not rows or (labels is not None and len(rows) != len(labels)):
+        raise ValueError(f"{len(rows)} rows for {0 if labels is None else len(labels)} labels")
     width = max(len(r) for r in rows)
+    if columns is not None and len(columns) != width:
+        raise ValueError(f"{width} columns for {len(columns)} column labels")
     blank = np.full_like(rows[0][:1], 255)
     body = np.concatenate([grid(np.concatenate([r, blank.repeat(width - len(r), 0)]), nrow=width, pad=pad)[:-pad]
                            for r in rows])
@@ -58,14 +63,22 @@ def save_labelled_rows(rows: list[np.ndarray], labels: list[str], path: Path, sc
     body = body.repeat(scale, axis=0).repeat(scale, axis=1)
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("L", (1, 1)))
-    margin = 8 + max(int(measure.textlength(text, font=font)) for text in labels)
+    margin = 8 + max(int(measure.textlength(text, font=font)) for text in labels) if labels else 0
+    header = 0
+    if columns:
+        header = 6 + max(measure.textbbox((0, 0), text, font=font)[3] for text in columns)
     mode = "L" if body.shape[2] == 1 else "RGB"
-    canvas = Image.new(mode, (margin + body.shape[1], body.shape[0]), 255 if mode == "L" else (255, 255, 255))
-    canvas.paste(Image.fromarray(body[..., 0] if mode == "L" else body, mode), (margin, 0))
+    ink = 0 if mode == "L" else (0, 0, 0)
+    canvas = Image.new(mode, (margin + body.shape[1], header + body.shape[0]), 255 if mode == "L" else (255, 255, 255))
+    canvas.paste(Image.fromarray(body[..., 0] if mode == "L" else body, mode), (margin, header))
     draw = ImageDraw.Draw(canvas)
     row_height = body.shape[0] / len(rows)
-    for i, text in enumerate(labels):
+    for i, text in enumerate(labels or []):
         top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
-        draw.text((4, i * row_height + (row_height - (bottom - top)) / 2 - top), text, fill=0 if mode == "L" else (0, 0, 0), font=font)
+        draw.text((4, header + i * row_height + (row_height - (bottom - top)) / 2 - top), text, fill=ink, font=font)
+    column_width = (body.shape[1] - pad * scale) / width
+    for j, text in enumerate(columns or []):
+        left = margin + pad * scale + j * column_width + (column_width - pad * scale - measure.textlength(text, font=font)) / 2
+        draw.text((left, 2), text, fill=ink, font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

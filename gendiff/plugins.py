@@ -39,6 +39,7 @@ HOOKS = {
     "time_sampler": "gendiff_register_time_samplers",
     "dataset": "gendiff_register_datasets",
     "metric": "gendiff_register_metrics",
+    "logger": "gendiff_register_loggers",
 }
 assert set(HOOKS) == set(FAMILIES)
 #: the event hooks (see gendiff.events)

@@ -71,10 +71,8 @@ def load_recipe(
     if isinstance(source, Mapping):
         raw, name = copy.deepcopy(dict(source)), None
     else:
-        path = Path(source)
+        path = find_recipe(source)
         name = str(path)
-        if not path.is_file():
-            raise RecipeError([f"no recipe file at {path}"], name)
         try:
             raw = tomllib.loads(path.read_bytes().decode("utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -86,6 +84,35 @@ def load_recipe(
         if problems:
             raise RecipeError(problems, name)
     return raw, name
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """gendiff's built-in recipes by name (the files of the package ``gendiff.recipes``, the
+    repository's ``recipes/`` folder), in name order."""
+    from importlib.resources import files
+
+    folder = Path(str(files("gendiff.recipes")))
+    return {path.stem: path for path in sorted(folder.glob("*.toml"))}
+
+
+def find_recipe(source: str | os.PathLike) -> Path:
+    """The recipe file ``source`` names: a path to a TOML file, else the name of a built-in recipe
+    (``quickstart`` or ``quickstart.toml``). Neither is a :class:`RecipeError` listing the names."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    text = str(source)
+    if "/" not in text and os.sep not in text:
+        found = builtin_recipes().get(text.removesuffix(".toml"))
+        if found is not None:
+            return found
+    if path.is_dir():
+        problem = f"{path} is a folder, not a recipe file"
+    else:
+        problem = f"no recipe file at {path}"
+    names = ", ".join(builtin_recipes()) or "none"
+    raise RecipeError([f"{problem}, and no built-in recipe has that name. Built-in recipes: {names} "
+                       f"(gendiff recipes list; gendiff recipes copy NAME to edit one)"], text)
 
 
 def parse_value(text: str) -> Any:

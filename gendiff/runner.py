@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import distributed
@@ -63,13 +64,28 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
                                f"say why. Checkpoints already written in {run_dir} are kept.")
         return plan
     job = distributed.setup(device.type)
+    trainer = None
     try:
         trainer = Trainer(setup, run_dir, console=console, progress=progress, dist=job)
         summary = trainer.train(resume=resume, stop_after=stop_after)
     except BaseException:
+        if trainer is not None:
+            trainer.events.close()
         distributed.teardown(together=False)
         raise
     distributed.teardown()
+    try:
+        return _finish(trainer, summary, setup, run_dir, plan, job, console, progress)
+    finally:
+        trainer.events.close()  # the loggers' files are complete, whatever happened after training
+
+
+def _finish(trainer, summary, setup, run_dir: Path, plan: dict[str, Any], job, console: Console,
+            progress: bool) -> dict[str, Any]:
+    """After training: the curves, the final samples, the evaluations, the report."""
+    cfg, ev = setup.spec.train, setup.spec.eval
+    if job.main and summary.steps > 0:
+        _write_curves(run_dir, console)
     result: dict[str, Any] = {**plan, "trained_steps": summary.steps, "seconds": round(summary.seconds, 2),
                               "images_per_second": round(summary.images_per_second, 2), "processes": job.world}
     if summary.steps < cfg.steps or not job.main:  # interrupted on purpose (stop_after), or not rank 0
@@ -78,10 +94,11 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     labels = model.conditioning.default_labels(ev.samples)  # a conditional model: the classes in turn
     x = generate(model, ev.samples, seed=cfg.seed, console=console, progress=progress, precision=trainer.precision,
                  cond=labels)
-    final = run_dir / "samples" / "final"
-    write_samples(x, model.levels, final, pngs=False, labels=labels,
+    final = run_dir / "samples" / "final"  # PNGs and samples.npz; the grid beside the training grids
+    write_samples(x, model.levels, final, run_dir / "samples" / "final.png", labels=labels,
                   names=class_names(model.conditioning.num_classes, model.dataset))
-    trainer.events.emit("gendiff_samples_written", run=trainer.run_info, step=summary.steps, path=final / "grid.png")
+    trainer.events.emit("gendiff_samples_written", run=trainer.run_info, step=summary.steps,
+                        path=run_dir / "samples" / "final.png")
     from .evaluation import run_evaluations
     from .evaluation.inputs import eval_context
 
@@ -92,6 +109,10 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     for name, value in evaluations.items():
         (run_dir / "eval" / f"{name}.json").write_text(json.dumps(value, indent=1))
     result["evaluations"] = evaluations
+    from .evaluation import verdicts
+
+    result["verdicts"] = {name: {"passed": passed, "how": how}
+                          for name, (passed, how) in verdicts(evaluations, ev.targets, setup.plugins).items()}
     _report(console, result, setup.plugins)
     trainer.events.emit("gendiff_run_end", run=trainer.run_info, result=result)
     failed = {name: value["error"] for name, value in evaluations.items() if "error" in value}
@@ -101,6 +122,16 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
             + "; ".join(f"{name}: {message}" for name, message in failed.items())
         )
     return result
+
+
+def _write_curves(run_dir: Path, console: Console) -> None:
+    """RUN/curves.png, the training curves (``gendiff plot``); a failure to draw is only said."""
+    from .curves import plot_curves
+
+    try:
+        plot_curves(run_dir)
+    except (GendiffError, OSError, ValueError, RuntimeError) as exc:
+        console.print(f"note: the training curves could not be drawn: {exc}", markup=False, highlight=False)
 
 
 class EvaluationFailed(GendiffError):
@@ -115,9 +146,14 @@ def _report(console: Console, result: dict[str, Any], system=None) -> None:
     table.add_column("value")
     table.add_row("steps", f"{result['trained_steps']:,}")
     table.add_row("training time", f"{result['seconds']:.1f} s ({result['images_per_second']:.1f} img/s)")
-    table.add_row("samples", f"{result['final_samples']} in {result['run_dir']}/samples/final")
+    table.add_row("samples", f"{result['final_samples']} in {result['run_dir']}/samples/final (PNGs, samples.npz; "
+                             f"grid: samples/final.png)")
     for name, value in result.get("evaluations", {}).items():
         rows = [(name, f"failed: {value['error']}")] if "error" in value else metric(name, system).summary(value)
         for label, shown in rows:
             table.add_row(label, shown)
+        verdict = result.get("verdicts", {}).get(name)
+        if verdict is not None:
+            word = {True: "[green]pass[/green]", False: "[red]FAIL[/red]", None: "-"}[verdict["passed"]]
+            table.add_row(f"{name}: verdict", f"{word} ({escape(verdict['how'])})")
     console.print(table)

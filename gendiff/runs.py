@@ -4,9 +4,11 @@ stored in the checkpoint builds the model); nothing depends on the trainer."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from rich.console import Console
 from .conditioning import GuidanceWarning, class_names
 from .checkpoint import CheckpointError, load_checkpoint, load_latest, load_weights
 from .diffusion import Diffusion
+from .errors import GendiffError
 from .images import grid, save_png, to_uint8
 from .recipe import tomllib
 from .runtime import autocast, step_generator
@@ -49,6 +52,43 @@ def load_run(path: str | os.PathLike, checkpoint: str | os.PathLike | None = Non
     return model.to(device).eval(), Path(ckpt_path)
 
 
+def choose_sampler(model: Diffusion, name: str | None = None, steps: int | None = None,
+                   overrides: Sequence[str] = ()):
+    """The sampler a command draws ``model``'s samples with: the recipe's ``[sampler]`` table, or
+    sampler ``name``'s defaults when it names another sampler; then ``steps`` and ``overrides``
+    (``sampler.KEY=VALUE``, TOML values) applied. None when nothing is asked (the model's own).
+    Checked against the model's components as ``gendiff run`` checks a recipe."""
+    from .builder import check_compatibility
+    from .component import construct
+    from .plugins import plugin_system
+    from .recipe import apply_overrides
+
+    if name is None and steps is None and not overrides:
+        return None
+    table = dict(model.recipe.get("sampler", {"name": model.sampler.name}))
+    table.pop("guidance", None)  # gendiff's own key, never the sampler's
+    if name is not None and name != table.get("name"):
+        table = {"name": name}
+    cls = plugin_system().registry("sampler").get(table.pop("name"))
+    wrong = [o for o in overrides if not o.strip().startswith("sampler.")]
+    if wrong:
+        raise GendiffError(f"--set {wrong[0]!r}: a run's samples take sampler.KEY=VALUE only (the other tables are "
+                           f"fixed by training), e.g. --set sampler.eta=0.5")
+    if steps is not None:
+        if "steps" not in inspect.signature(cls).parameters:
+            raise GendiffError(f"--steps: sampler '{cls.name}' takes no steps (it runs the model's "
+                               f"{model.timesteps} steps); choose one that does with --sampler, e.g. ddim")
+        table["steps"] = steps
+    raw = {"sampler": table}
+    problems = apply_overrides(raw, overrides)
+    if problems:
+        raise GendiffError("; ".join(problems))
+    chosen = construct(cls, "sampler", raw["sampler"])
+    check_compatibility({"sampler": chosen, "schedule": model.schedule, "parameterization": model.parameterization,
+                         "variance": model.variance})
+    return chosen
+
+
 def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sampler=None, console=None,
              progress: bool = True, precision: str = "fp32", cond=None, guidance: float | None = None) -> torch.Tensor:
     """``n`` samples in batches, with a progress bar; reproducible from ``seed``. With
@@ -56,7 +96,7 @@ def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sam
     stays in float32). A conditional model samples the labels ``cond`` (n,) (or one label for
     all; default: the classes 0, 1, ..., K-1 in turn) with guidance weight ``guidance`` (default:
     the recipe's); see :meth:`Diffusion.sample`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import Progress
 
     conditioning = model.conditioning
     guidance = conditioning.check_guidance(guidance)  # checked (and warned about) once
@@ -65,17 +105,20 @@ def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sam
         labels = conditioning.labels(conditioning.default_labels(n) if cond is None else cond, n)
     out = []
     device = model.device
-    with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console or Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("sampling", total=n)
+    with Progress("sampling", n, console or Console(stderr=True), progress) as bar:
         for i, start in enumerate(range(0, n, batch_size)):
             g = step_generator(seed, i, 4, device)
             size = min(batch_size, n - start)
             part = None if labels is None else labels[start:start + size]
+
+            def steps(step, total, start=start, size=size):  # the bar moves with the reverse steps
+                bar.update(start + size * step / max(total, 1))
+
             with autocast(device, precision), warnings.catch_warnings():
                 warnings.simplefilter("ignore", GuidanceWarning)  # said once above
-                out.append(model.sample(size, generator=g, sampler=sampler, cond=part, guidance=guidance).float().cpu())
-            bar.update(task, advance=size)
+                out.append(model.sample(size, generator=g, sampler=sampler, progress=steps, cond=part,
+                                        guidance=guidance).float().cpu())
+            bar.update(start + size)
     return torch.cat(out)
 
 
@@ -106,22 +149,35 @@ def class_grid(pictures: np.ndarray, labels, names, per_row: int, path: Path, sc
     save_labelled_rows(rows, texts, path, scale)
 
 
-def write_samples(x: torch.Tensor, levels: int, out: Path, pngs: bool = True, labels=None, names=()) -> np.ndarray:
-    """samples.npz (uint8 N x H x W x C, key "samples"; "labels" (N,) for a conditional model), a
-    grid (one labelled row per class when there are labels), and one PNG per sample."""
+def figures_folder(out: str | os.PathLike) -> Path:
+    """Where ``gendiff sample --out DIR`` puts its figures (grid, progressive, completions): the
+    sibling folder ``DIR-figures``, so that DIR holds only the samples and any tool that reads a
+    folder of images (torch-fidelity, clean-fid, which also searches subfolders) takes DIR as is."""
+    out = Path(out).resolve()
+    return out.parent / f"{out.name}-figures"
+
+
+def write_samples(x: torch.Tensor, levels: int, out: str | os.PathLike, grid_path: str | os.PathLike | None = None,
+                  labels=None, names=()) -> np.ndarray:
+    """The samples as files other tools read: one PNG per sample (``0.png``, ``1.png``, ... zero-
+    padded to one width) and samples.npz (uint8 N x H x W x C, key "samples"; "labels" (N,) for a
+    conditional model; "levels") in ``out``, nothing else; and a grid of them at ``grid_path``
+    (default: ``figures_folder(out) / "grid.png"``), one labelled row per class when there are
+    labels. Returns the uint8 pictures."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    grid_path = Path(grid_path) if grid_path is not None else figures_folder(out) / "grid.png"
+    grid_path.parent.mkdir(parents=True, exist_ok=True)
     pictures = to_uint8(x, levels)
     extra = {} if labels is None else {"labels": np.asarray(labels, dtype=np.int64)}
     np.savez_compressed(out / "samples.npz", samples=pictures, levels=levels, **extra)
     scale = max(1, 64 // pictures.shape[1])
     if labels is None:
-        save_png(grid(pictures[:256]), out / "grid.png", scale=scale)
+        save_png(grid(pictures[:256]), grid_path, scale=scale)
     else:
         per_row = max(1, min(16, len(pictures) // len(set(np.asarray(labels).tolist()))))
-        class_grid(pictures, labels, names or class_names(int(np.max(labels)) + 1), per_row, out / "grid.png", scale)
-    if pngs:
-        width = len(str(len(pictures) - 1))
-        for i, picture in enumerate(pictures):
-            save_png(picture, out / f"{i:0{width}d}.png")
+        class_grid(pictures, labels, names or class_names(int(np.max(labels)) + 1), per_row, grid_path, scale)
+    width = len(str(len(pictures) - 1))
+    for i, picture in enumerate(pictures):
+        save_png(picture, out / f"{i:0{width}d}.png")
     return pictures

@@ -8,25 +8,47 @@ from pathlib import Path
 
 import torch
 
-from .config import DEVICES
+from .config import DEVICE_HELP, device_problem
 from .errors import TrainingError
 
 
 def choose_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``; a CUDA request without CUDA is an error."""
-    if name not in DEVICES:
-        raise TrainingError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
+    """The device ``name`` asks for (:func:`device_problem` lists the spellings); ``auto`` is CUDA
+    when available, else Apple's MPS when available, else the CPU. A device this machine does not
+    have is a :class:`TrainingError` saying which ones it has."""
+    problem = device_problem(name)
+    if problem:
+        raise TrainingError(problem)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device = \"cuda\" but no CUDA device is available; use \"cpu\" or \"auto\".")
-    return torch.device(name)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TrainingError(f"device {name!r} was asked for, but no CUDA device is available; use "
+                                f"\"cpu\" or \"auto\".")
+        if device.index is not None and device.index >= count:
+            raise TrainingError(f"device {name!r} was asked for, but this machine has {count} CUDA device(s): "
+                                f"{', '.join(f'cuda:{i}' for i in range(count))}.")
+    if device.type == "mps" and not _mps_available():
+        raise TrainingError(f"device 'mps' was asked for, but Apple's MPS backend is not available here; use "
+                            f"\"cpu\" or \"auto\".")
+    return device
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def bf16_supported(device: torch.device) -> bool:
     """bf16 autocast is worth it: a CUDA device with bf16, or a CPU with native bf16 (AVX512-BF16/AMX)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":  # MPS: fp32 unless asked
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -25,6 +25,7 @@ SUITES = {
     "dataset": lambda cls: testing.check_dataset(testing.example_instance(cls)),
     "time_sampler": lambda cls: testing.check_time_sampler(testing.example_instance(cls)),
     "metric": lambda cls: testing.check_metric(testing.example_instance(cls), context()),
+    "logger": lambda cls: testing.check_logger(testing.example_instance(cls)),
     "backbone": testing.check_backbone,
 }
 CASES = [

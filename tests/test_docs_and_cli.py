@@ -47,3 +47,46 @@ def test_plugins_command_lists_components_and_failures(tmp_path):
 def test_unknown_command_exits_non_zero_without_traceback():
     res = run_cli("frobnicate")
     assert res.returncode != 0 and "Traceback" not in res.stderr
+
+
+def _documented_commands():
+    """Every ``gendiff ...`` line of the README's and the docs' shell blocks, as arguments."""
+    import shlex
+
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+            text = block.replace("\\\n", " ")
+            for line in text.splitlines():
+                line = line.split(" #")[0].strip()
+                if line.startswith("gendiff "):
+                    yield doc.name, shlex.split(line)[1:]
+
+
+def test_every_documented_command_parses():
+    """The commands the docs show exist with the options they show (parsed, not run)."""
+    import typer
+
+    try:  # typer >= 0.24 carries its own copy of click
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover
+        from click import UsageError
+
+    from gendiff.cli import app
+
+    group = typer.main.get_command(app)
+    seen = 0
+    for doc, args in _documented_commands():
+        command, rest, name = group, list(args), "gendiff"
+        while hasattr(command, "get_command") and rest and not rest[0].startswith("-"):
+            ctx = command.make_context(name, [], resilient_parsing=True)
+            sub = command.get_command(ctx, rest[0])
+            assert sub is not None, f"{doc}: gendiff {' '.join(args)}: no command {rest[0]!r}"
+            command, name, rest = sub, rest[0], rest[1:]
+        if "--version" in rest or "--help" in rest:
+            continue
+        try:
+            command.make_context(name, rest)
+        except UsageError as exc:
+            raise AssertionError(f"{doc}: gendiff {' '.join(args)}: {exc}") from None
+        seen += 1
+    assert seen >= 40

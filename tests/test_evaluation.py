@@ -223,7 +223,8 @@ def test_progressive_generation_and_shared_completions(quick_run, tmp_path):
     res = invoke("sample", quick_run, "--n", "4", "--out", tmp_path / "s", "--progressive", "--snapshots", "5",
                  "--share-from", "50", "--share-from", "90", "--completions", "3", "--no-progress")
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "s" / "progressive.png").is_file() and (tmp_path / "s" / "shared-completions.png").is_file()
+    figures = tmp_path / "s-figures"  # beside the samples, so that the samples' folder holds only samples
+    assert (figures / "progressive.png").is_file() and (figures / "shared-completions.png").is_file()
     bad = invoke("sample", quick_run, "--n", "2", "--out", tmp_path / "t", "--share-from", "101")
     assert bad.exit_code == 1 and "outside 1..100" in bad.flat
 
@@ -239,8 +240,9 @@ def test_interpolation_ends_are_the_single_image_reconstructions(quick_run, tmp_
     assert torch.equal(mixes[:, 0], analyses.reconstruct(model, a, 50, seed=7))
     assert torch.equal(mixes[:, -1], analyses.reconstruct(model, b, 50, seed=7))
     assert not torch.equal(mixes[:, 2], mixes[:, 0])
-    res = invoke("interpolate", quick_run, "--t", "50", "--steps", "5", "--pairs", "2", "--out", tmp_path)
-    assert res.exit_code == 0, res.output and (tmp_path / "interpolation-t50.png").is_file()
+    res = invoke("interpolate", quick_run, "--t", "50", "--lambdas", "5", "--pairs", "2", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "interpolation-t50.png").is_file()
     bad = invoke("interpolate", quick_run, "--t", "0", "--out", tmp_path)
     assert bad.exit_code == 1 and "--t = 0 is outside 1..100" in bad.flat
 

@@ -83,7 +83,7 @@ def test_run_sample_and_eval_with_the_plugin(site, tmp_path):
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
     assert [(e["step"], e["path"]) for e in events if e["event"] == "checkpoint"] == [(2, "step-2"), (4, "step-4")]
     assert [(e["step"], e["path"]) for e in events if e["event"] == "samples"] == [
-        (2, "step-2.png"), (4, "step-4.png"), (4, "grid.png")]
+        (2, "step-2.png"), (4, "step-4.png"), (4, "final.png")]
     summary = json.loads((run_dir / "example-summary.json").read_text())
     assert summary["trained_steps"] == 4 and set(summary["evaluations"]) == {"mean-pixel", "nll"}
     metric = json.loads((run_dir / "eval" / "mean-pixel.json").read_text())

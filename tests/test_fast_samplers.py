@@ -93,13 +93,26 @@ def test_sample_command_with_a_fast_sampler(quick_run, tmp_path):
     assert np.load(tmp_path / "s" / "samples.npz")["samples"].shape == (4, 8, 8, 1)
     bad = runner.invoke(app, ["sample", str(quick_run), "--sampler", "ancestral", "--steps", "10", "--n", "2",
                               "--out", str(tmp_path / "t")])
-    assert bad.exit_code == 1 and "unknown argument(s) 'steps'" in " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "sampler 'ancestral' takes no steps" in " ".join(bad.output.split())
 
 
-def test_steps_without_a_sampler_is_refused(quick_run, tmp_path):
+def test_steps_without_a_sampler_set_the_recipes_sampler(quick_run, tmp_path):
+    """--steps alone changes the recipe's own sampler's steps (when it takes steps), and is the
+    same draw as naming that sampler with those steps."""
+    import numpy as np
     from typer.testing import CliRunner
 
     from gendiff.cli import app
+    from gendiff.runs import choose_sampler, load_run
 
-    res = CliRunner().invoke(app, ["sample", str(quick_run), "--steps", "10", "--n", "2", "--out", str(tmp_path)])
-    assert res.exit_code == 1 and "--steps goes with --sampler" in " ".join(res.output.split())
+    model, _ = load_run(quick_run)
+    own = model.recipe["sampler"]["name"]
+    chosen = choose_sampler(model, steps=7)
+    assert chosen.name == own and chosen.steps == 7
+    runner = CliRunner()
+    for folder, extra in (("a", []), ("b", ["--sampler", own])):
+        res = runner.invoke(app, ["sample", str(quick_run), "--steps", "7", "--n", "3", "--no-progress",
+                                  "--out", str(tmp_path / folder), *extra])
+        assert res.exit_code == 0, res.output
+    a, b = (np.load(tmp_path / f / "samples.npz")["samples"] for f in "ab")
+    assert np.array_equal(a, b)

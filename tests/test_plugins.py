@@ -81,6 +81,7 @@ CHECKS = {
     "dataset": testing.check_dataset,
     "time_sampler": testing.check_time_sampler,
     "metric": testing.check_metric,
+    "logger": testing.check_logger,
 }
 
 
@@ -310,7 +311,7 @@ def test_each_event_hooks_examples_run(tmp_path, hook, where, code):
         assert written == "2 step-2\n"
     elif hook == "gendiff_samples_written":
         assert [line.split()[0] for line in written.splitlines()] == ["1", "2", "2"]
-        assert written.splitlines()[-1].endswith("final/grid.png")
+        assert written.splitlines()[-1].endswith("samples/final.png")
     else:
         assert json.loads(written)["trained_steps"] == 2
 

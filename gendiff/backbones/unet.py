@@ -20,7 +20,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from .base import Backbone
@@ -94,10 +93,11 @@ class AttnBlock(nn.Module):
         self.proj = _zero(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        q, k, v = rearrange(self.qkv(self.norm(x)), "b (n c) h w -> n b 1 (h w) c", n=3)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w))
+        b, c, h, w = x.shape
+        # (B, 3C, H, W) -> q, k, v each (B, 1 head, H*W positions, C)
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).permute(1, 0, 3, 2).unsqueeze(2)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, H*W, C)
+        return x + self.proj(out.squeeze(1).transpose(1, 2).reshape(b, c, h, w))
 
 
 class UNet(Backbone):

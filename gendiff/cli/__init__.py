@@ -1,8 +1,10 @@
 """The ``gendiff`` command line (typer + rich). Bad input ends in one paragraph and exit code 1.
 
 - :mod:`.common`: the app, the consoles, :func:`friendly`;
-- :mod:`.commands`: ``run``, ``sample``, ``interpolate``, ``recipe validate``, ``plugins``;
-- :mod:`.evaluate`: ``eval fid|nll|rd`` and ``eval NAME`` for every registered metric.
+- :mod:`.commands`: ``run``, ``sample``, ``interpolate``, ``plugins``;
+- :mod:`.recipes`: ``recipes list|show|copy|validate``;
+- :mod:`.evaluate`: ``eval fid|nll|rd`` and ``eval NAME`` for every registered metric;
+- :mod:`.plot`: ``plot`` (a run's training curves).
 """
 
 from __future__ import annotations
@@ -12,12 +14,19 @@ import sys
 from rich.markup import escape
 
 from ..errors import GendiffError
-from . import commands, evaluate  # noqa: F401  (they register their commands on the app)
-from .common import app, console, err_console, friendly
+from typing import Optional
+
+import typer
+
+from . import commands, evaluate, plot, recipes  # noqa: F401  (they register their commands on the app)
+from .common import app, console, err_console, friendly, version_callback
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=version_callback, is_eager=True,
+                                           help="Print gendiff's version and exit."),
+) -> None:
     """gendiff: the DDPM paper, exact, from components anyone can replace."""
 
 

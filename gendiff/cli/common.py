@@ -6,15 +6,19 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ..conditioning import GuidanceWarning
+from ..config import DEVICE_HELP, PRECISIONS
 from ..errors import GendiffError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Diffusion models from replaceable components.")
+# help texts are plain text: rich markup would eat a recipe table's name such as "[eval]"
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Diffusion models from replaceable components.")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -34,10 +38,57 @@ def friendly(func):
     return wrapper
 
 
-recipe_app = typer.Typer(no_args_is_help=True, help="Work with recipes.")
-app.add_typer(recipe_app, name="recipe")
+recipe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="The built-in recipes: list, show, copy one to edit; validate any recipe.")
+app.add_typer(recipe_app, name="recipes")
+app.add_typer(recipe_app, name="recipe", hidden=True)  # the name of gendiff 0.1's `recipe validate`
 
 SET_HELP = "Override a recipe value, TABLE.KEY=VALUE (TOML syntax; repeatable)."
+
+# -- the options every command spells and means the same way ----------------------------------
+Device = Annotated[str, typer.Option("--device", help=f"Where the model runs: {DEVICE_HELP}.")]
+Precision = Annotated[Optional[str], typer.Option(
+    "--precision", help="fp32, bf16 (autocast) or auto (bf16 where the device supports it); default: the "
+                        "recipe's train.precision.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the random draws (reproducible).")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress",
+                                        help="Show progress (a bar on a terminal, plain lines otherwise).")]
+Checkpoint = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", help="A checkpoint folder, or its name in RUN/checkpoints (default: the latest good one).")]
+RunArg = Annotated[Path, typer.Argument(metavar="RUN", help="A run folder or a checkpoint folder.")]
+Sampler = Annotated[Optional[str], typer.Option("--sampler", help="A registered sampler (default: the recipe's).")]
+Steps = Annotated[Optional[int], typer.Option(
+    "--steps", min=1, help="Sampler steps, for samplers that take them (ddim, respaced, dpm-solver++: network "
+                           "evaluations; heun: 2 steps - 1 evaluations); default: the recipe's.")]
+SamplerSet = Annotated[list[str], typer.Option(
+    "--set", help="Override a [sampler] value, sampler.KEY=VALUE (TOML syntax; repeatable), e.g. "
+                  "--set sampler.eta=0.5.")]
+
+
+def run_precision(precision: str | None, model, device) -> str:
+    """The precision a command runs a loaded model at: ``--precision`` when given, else the
+    recipe's ``train.precision``; ``auto`` resolved for ``device``."""
+    from ..runtime import choose_precision
+
+    if precision is None:
+        precision = model.recipe.get("train", {}).get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise GendiffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return choose_precision(precision, device)
+
+
+def checked_precision(precision: str | None) -> None:
+    """Refuse a bad ``--precision`` before anything is loaded."""
+    if precision is not None and precision not in PRECISIONS:
+        raise GendiffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        console.print(f"gendiff {__version__}", highlight=False)
+        raise typer.Exit()
 
 
 def sampling_labels(model, classes: list[str], n: int, guidance: float | None):

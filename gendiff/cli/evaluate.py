@@ -13,7 +13,8 @@ from typer.core import TyperGroup
 
 from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
-from .common import app, checked_guidance, console, err_console, friendly
+from .common import (Checkpoint, Device, Precision, Progress, RunArg, Seed, app, checked_guidance, checked_precision,
+                     console, err_console, friendly, run_precision)
 
 
 class EvalGroup(TyperGroup):
@@ -48,30 +49,32 @@ def _metric_command(name: str):
 
     cls = registry("metric").get(name)
     doc = (cls.__doc__ or Metric.__doc__).strip().split("\n\n")[0]
-    single = typer.Typer()
+    single = typer.Typer(rich_markup_mode=None)
 
     @single.command(name=name, help=f"{doc} Writes RUN/eval/{name}.json.")
     @friendly
     def command(
-        run_path: Path = typer.Argument(..., metavar="RUN", help="A run or checkpoint folder."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint folder (default: the latest good one)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        run_path: RunArg,
+        checkpoint: Checkpoint = None,
+        device: Device = "auto",
+        precision: Precision = None,
+        progress: Progress = True,
     ) -> None:
-        _evaluate_metric(name, run_path, checkpoint, device, progress)
+        _evaluate_metric(name, run_path, checkpoint, device, precision, progress)
 
     return typer.main.get_command(single)
 
 
-def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
+def _evaluate_metric(name, run_path, checkpoint, device, precision, progress) -> None:
     import json
 
     from ..evaluation import metric
     from ..evaluation.inputs import eval_context
     from ..recipe import parse_recipe
     from ..runs import load_run
-    from ..runtime import choose_device, choose_precision
+    from ..runtime import choose_device
 
+    checked_precision(precision)
     dev = choose_device(device)
     model, ckpt = load_run(run_path, checkpoint, device=dev)
     chosen = metric(name)
@@ -81,8 +84,8 @@ def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
         raise GendiffError(f"gendiff eval {name}: {exc}") from None
     spec = parse_recipe(model.recipe)
     run_dir = ckpt.parent.parent
-    precision = choose_precision(spec.train.precision, dev)
-    result = chosen.evaluate(eval_context(model, spec, run_dir, ckpt, precision, err_console, progress))
+    result = chosen.evaluate(eval_context(model, spec, run_dir, ckpt, run_precision(precision, model, dev), err_console,
+                                          progress))
     result["checkpoint"] = str(ckpt)
     out = run_dir / "eval" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,7 @@ def _evaluate_metric(name, run_path, checkpoint, device, progress) -> None:
     console.print(table)
 
 
-eval_app = typer.Typer(cls=EvalGroup, no_args_is_help=True,
+eval_app = typer.Typer(cls=EvalGroup, no_args_is_help=True, rich_markup_mode=None,
                        help="Evaluate samples and trained runs: fid, nll, rd, and every registered metric by name.")
 app.add_typer(eval_app, name="eval")
 
@@ -108,9 +111,12 @@ def eval_fid(
     n: Optional[int] = typer.Option(None, "--n", min=2, help="Samples to use (default: a run's eval.fid_samples, or all given)."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file, for machines without internet."),
     features: Optional[str] = typer.Option(None, "--features", help="gendiff-digits, gendiff-mnist-28|32, gendiff-fashion-mnist-28|32 or inception-v3-compat (default: the dataset's own classifier where gendiff has one, else by image shape)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of a run's samples."),
+    seed: Seed = 0,
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch when generating."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    checkpoint: Checkpoint = None,
+    device: Device = "auto",
+    precision: Precision = None,
+    progress: Progress = True,
     guidance: Optional[float] = typer.Option(None, "--guidance", help="A conditional run's classifier-free guidance "
                                              "weight w >= 0 (default: the recipe's); its classes are drawn in the "
                                              "training split's proportions."),
@@ -119,28 +125,32 @@ def eval_fid(
     A conditional run's samples have their classes in the training split's proportions."""
     import json
 
-    from ..evaluation.fidelity import choose_features, fidelity
+    from ..evaluation.fidelity import choose_features, fidelity, require_fidelity
     from ..evaluation.inputs import is_run, load_images, reference_images, run_folder, run_samples
 
+    require_fidelity()  # before anything is sampled
+
     model = ckpt = dataset = None
+    checked_precision(precision)
     if is_run(target):
         from ..runs import load_run
+        from ..runtime import choose_device
 
-        model, ckpt = load_run(target)
+        dev = choose_device(device)
+        model, ckpt = load_run(target, checkpoint, device=dev)
         ref = ref or "train"
         reference, key = reference_images(ref, model)  # fail on a bad reference before sampling
-        from ..runtime import choose_precision
-
-        precision = choose_precision(model.recipe.get("train", {}).get("precision", "fp32"), model.device)
+        dtype = run_precision(precision, model, dev)
         guidance = checked_guidance(model, guidance)  # before sampling
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GuidanceWarning)
-            samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, precision,
+            samples, model, ckpt = run_samples(target, n, seed, batch_size, err_console, progress, dtype,
                                                model=model, checkpoint=ckpt, guidance=guidance)
         dataset = model.dataset
     else:
-        if guidance is not None:
-            raise GendiffError("--guidance is for a run's own samples; a set of samples was drawn already")
+        for option, value in (("--guidance", guidance), ("--checkpoint", checkpoint)):
+            if value is not None:
+                raise GendiffError(f"{option} is for a run's own samples; a set of samples was drawn already")
         if ref is None:
             raise GendiffError("--ref is needed for a set of samples: train/test of a run's data need a run; "
                                "give DATASET:SPLIT (e.g. digits:train) or a folder of images")
@@ -180,23 +190,26 @@ def eval_fid(
 
 
 # the arguments of the commands built on one pass of the bound (eval nll, eval rd)
-BoundRun = Annotated[Path, typer.Argument(metavar="RUN", help="A run or checkpoint folder.")]
 BoundSplit = Annotated[str, typer.Option("--split", help="train or test.")]
 BoundN = Annotated[Optional[int], typer.Option("--n", min=1, help="Images to evaluate (default: the recipe's eval.nll_examples).")]
 BoundBatch = Annotated[int, typer.Option("--batch-size", min=1)]
 BoundSeed = Annotated[int, typer.Option("--seed", help="Seed of the draws x_t ~ q(x_t | x0).")]
-BoundProgress = Annotated[bool, typer.Option("--progress/--no-progress")]
+BoundPrecision = Annotated[str, typer.Option(
+    "--precision", help="fp32 (default: the bound is exact in float32), bf16 (autocast) or auto.")]
 
 
 @eval_app.command("nll")
 @friendly
 def eval_nll(
-    run_path: BoundRun,
+    run_path: RunArg,
     split: BoundSplit = "test",
     n: BoundN = None,
     batch_size: BoundBatch = 256,
     seed: BoundSeed = 0,
-    progress: BoundProgress = True,
+    checkpoint: Checkpoint = None,
+    device: Device = "auto",
+    precision: BoundPrecision = "fp32",
+    progress: Progress = True,
     clip_x0: bool = typer.Option(False, "--clip-x0", help="The official evaluation's convention: clip x0_hat to "
                                  "[-1, 1] before forming each reverse mean (calc_bpd_loop, clip_denoised=True)."),
 ) -> None:
@@ -207,7 +220,7 @@ def eval_nll(
     from ..evaluation.likelihood import nll_report
     from ..evaluation.inputs import run_folder
 
-    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, clip_x0)
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision, clip_x0)
     report = nll_report(bp, split)
     report["checkpoint"] = str(ckpt)
     out = run_folder(ckpt) / "eval" / f"nll-{split}{'-clipped' if clip_x0 else ''}.json"
@@ -228,18 +241,21 @@ def eval_nll(
 @eval_app.command("rd")
 @friendly
 def eval_rd(
-    run_path: BoundRun,
+    run_path: RunArg,
     split: BoundSplit = "test",
     n: BoundN = None,
     batch_size: BoundBatch = 256,
     seed: BoundSeed = 0,
-    progress: BoundProgress = True,
+    checkpoint: Checkpoint = None,
+    device: Device = "auto",
+    precision: BoundPrecision = "fp32",
+    progress: Progress = True,
 ) -> None:
     """The rate-distortion curve of progressive lossy compression (Sec. 4.3, Fig. 5): rd.csv and rd.png in RUN/eval/."""
     from ..evaluation.inputs import run_folder
     from ..evaluation.likelihood import write_rate_distortion
 
-    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress)
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision)
     csv_path, png_path = write_rate_distortion(bp, run_folder(ckpt) / "eval" / f"rd-{split}")
     rate = bp.rate()
     T = len(bp.terms)
@@ -251,23 +267,24 @@ def eval_rd(
     console.print(table)
 
 
-def _bound_pass(run_path, split, n, batch_size, seed, progress, clip_x0: bool = False):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+def _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision, clip_x0: bool = False):
     from ..evaluation.likelihood import bound_pass, split_labels
+    from ..progress import Progress as Bar
     from ..runs import load_run
+    from ..runtime import autocast, choose_device
 
     if split not in ("train", "test"):
         raise GendiffError(f"--split must be train or test, got {split!r}")
-    model, ckpt = load_run(run_path)
+    checked_precision(precision)
+    dev = choose_device(device)
+    model, ckpt = load_run(run_path, checkpoint, device=dev)
+    dtype = run_precision(precision, model, dev)
     n = n or model.recipe.get("eval", {}).get("nll_examples", 256)
     data = model.dataset.load(split)
     if n > len(data):
         raise GendiffError(f"--n {n} is more than the {len(data)} images of the {split} split")
     data = data[:n]
-    with Progress(TextColumn("bound"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, disable=not progress) as bar:
-        task = bar.add_task("bound", total=n * model.timesteps)
-        bp = bound_pass(model, data, batch_size, seed, progress=lambda k: bar.update(task, advance=k),
+    with Bar("bound (image-steps)", n * model.timesteps, err_console, progress) as bar, autocast(dev, dtype):
+        bp = bound_pass(model, data, batch_size, seed, progress=bar.advance,
                         labels=split_labels(model, model.dataset, split, n), clip_x0=clip_x0)
     return bp, ckpt

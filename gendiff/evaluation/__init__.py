@@ -37,6 +37,9 @@ def check_metrics(spec, model, system=None) -> None:
             available.get(name)().check(model, model.dataset)
         except ValueError as exc:
             problems.append(f"eval.metrics[{i}]: {exc}")
+    for name in spec.eval.targets:
+        if name not in spec.eval.metrics:
+            problems.append(f"eval.targets.{name}: {name!r} is not evaluated; eval.metrics = {list(spec.eval.metrics)}")
     if problems:
         raise RecipeError(problems, spec.source)
 
@@ -52,4 +55,15 @@ def run_evaluations(context: EvalContext, names, system=None) -> dict[str, Any]:
     return results
 
 
-__all__ = ["EvalContext", "Metric", "check_metrics", "metric", "run_evaluations"]
+def verdicts(results: dict[str, Any], targets: dict[str, float], system=None) -> dict[str, tuple[bool | None, str]]:
+    """Each evaluated metric's (passed, how) against ``[eval] targets`` (a failed evaluation fails)."""
+    out = {}
+    for name, result in results.items():
+        if "error" in result:
+            out[name] = (False, f"the evaluation failed: {result['error']}")
+        else:
+            out[name] = metric(name, system).verdict(result, targets.get(name))
+    return out
+
+
+__all__ = ["EvalContext", "Metric", "check_metrics", "metric", "run_evaluations", "verdicts"]

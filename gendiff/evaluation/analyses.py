@@ -33,9 +33,10 @@ def snapshot_times(T: int, count: int) -> list[int]:
 
 
 @torch.no_grad()
-def progressive(model, n: int, snapshots: int = 10, seed: int = 0, clip_x0: bool = True) -> tuple[Tensor, list[int]]:
+def progressive(model, n: int, snapshots: int = 10, seed: int = 0, clip_x0: bool = True,
+                progress=None) -> tuple[Tensor, list[int]]:
     """Fig. 6: (n, len(times) + 1, C, H, W) with x0_hat at each time of ``times`` and, last, the
-    sample itself; and the times."""
+    sample itself; and the times. ``progress(step, total)`` is called after each of the T reverse steps."""
     times = snapshot_times(model.timesteps, snapshots)
     wanted, seen = set(times), {}
 
@@ -45,15 +46,16 @@ def progressive(model, n: int, snapshots: int = 10, seed: int = 0, clip_x0: bool
 
     g = torch.Generator(device=model.device).manual_seed(seed)
     x = model.prior_sample((n, *model.data_shape), generator=g)
-    final = Ancestral(clip_x0=clip_x0).run(model, x, model.timesteps, g, trace=trace).cpu()
+    final = Ancestral(clip_x0=clip_x0).run(model, x, model.timesteps, g, progress, trace=trace).cpu()
     return torch.stack([seen[t] for t in times] + [final], dim=1), times
 
 
 @torch.no_grad()
 def shared_completions(model, times: list[int], completions: int = 8, seed: int = 0,
-                       clip_x0: bool = True) -> Tensor:
+                       clip_x0: bool = True, progress=None) -> Tensor:
     """Fig. 7: one reverse chain is frozen at each t in ``times``; from each frozen x_t,
-    ``completions`` independent completions. Returns (len(times), completions, C, H, W)."""
+    ``completions`` independent completions. Returns (len(times), completions, C, H, W).
+    ``progress(step, total)`` is called after every reverse step (T + sum(times) in all)."""
     for t in times:
         check_time(model, t, "--share-from")
     sampler = Ancestral(clip_x0=clip_x0)
@@ -64,23 +66,25 @@ def shared_completions(model, times: list[int], completions: int = 8, seed: int 
             frozen[t] = x_t.clone()
 
     g = torch.Generator(device=model.device).manual_seed(seed)
-    sampler.run(model, model.prior_sample((1, *model.data_shape), generator=g), model.timesteps, g, trace=trace)
+    sampler.run(model, model.prior_sample((1, *model.data_shape), generator=g), model.timesteps, g, progress,
+                trace=trace)
     rows = []
     for t in times:
         x = frozen[t].expand(completions, *model.data_shape).clone()
-        rows.append(sampler.run(model, x, t, g).cpu())
+        rows.append(sampler.run(model, x, t, g, progress).cpu())
     return torch.stack(rows)
 
 
 @torch.no_grad()
 def interpolate(model, x0a: Tensor, x0b: Tensor, t: int, steps: int = 9, seed: int = 0,
-                clip_x0: bool = True) -> Tensor:
-    """Fig. 8: (B, steps, C, H, W) decodings of (1 - lambda) x_t + lambda x'_t for lambda evenly
-    spaced in [0, 1], with x_t and x'_t from the same forward noise and every lambda decoded with
-    the same reverse noise."""
+                clip_x0: bool = True, progress=None) -> Tensor:
+    """Fig. 8: (B, steps, C, H, W) decodings of (1 - lambda) x_t + lambda x'_t for ``steps`` values
+    of lambda evenly spaced in [0, 1], with x_t and x'_t from the same forward noise and every
+    lambda decoded with the same reverse noise. ``progress(step, total)`` is called after every
+    reverse step (steps * t in all)."""
     check_time(model, t, "--t")
     if steps < 2:
-        raise GendiffError(f"--steps must be at least 2 (the two ends), got {steps}")
+        raise GendiffError(f"--lambdas must be at least 2 (the two ends), got {steps}")
     device = model.device
     g = torch.Generator(device=device).manual_seed(seed)
     tt = model.time(t, len(x0a), device)
@@ -89,15 +93,15 @@ def interpolate(model, x0a: Tensor, x0b: Tensor, t: int, steps: int = 9, seed: i
     out = []
     for lam in torch.linspace(0, 1, steps).tolist():
         mixed = (1 - lam) * xa + lam * xb
-        out.append(decode(model, mixed, t, seed + 1, clip_x0))  # the same reverse noise for every lambda
+        out.append(decode(model, mixed, t, seed + 1, clip_x0, progress))  # the same reverse noise for every lambda
     return torch.stack(out, dim=1)
 
 
 @torch.no_grad()
-def decode(model, x_t: Tensor, t: int, seed: int, clip_x0: bool = True) -> Tensor:
+def decode(model, x_t: Tensor, t: int, seed: int, clip_x0: bool = True, progress=None) -> Tensor:
     """Algorithm 2 from x_t at time t, with reverse noise from a generator seeded by ``seed``."""
     g = torch.Generator(device=model.device).manual_seed(seed)
-    return Ancestral(clip_x0=clip_x0).run(model, x_t, t, g).cpu()
+    return Ancestral(clip_x0=clip_x0).run(model, x_t, t, g, progress).cpu()
 
 
 @torch.no_grad()

@@ -51,7 +51,30 @@ class ImageArray(torch.utils.data.Dataset):
         return x.expand(3, -1, -1).contiguous() if self.rgb and x.shape[0] == 1 else x
 
 
+#: what a user types to get torch-fidelity (and torchvision, which it needs)
+EVAL_EXTRA = "pip install 'gendiff[eval]'"
+
+
+def fidelity_missing() -> str | None:
+    """Why torch-fidelity cannot be used here (None when it can): it is an optional part of gendiff,
+    needed only for FID / KID / IS (the extra ``gendiff[eval]``)."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError as exc:
+        return (f"FID, KID and the Inception Score need torch-fidelity, which is not installed here ({exc}). "
+                f"Install gendiff's evaluation extra: {EVAL_EXTRA}")
+    return None
+
+
+def require_fidelity() -> None:
+    """Raise an :class:`EvaluationError` naming the extra when torch-fidelity is missing."""
+    problem = fidelity_missing()
+    if problem:
+        raise EvaluationError(problem)
+
+
 def inception_url() -> str:
+    require_fidelity()
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     return URL_INCEPTION_V3
@@ -98,6 +121,7 @@ def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | No
     """FID and KID between ``samples`` and ``reference`` (uint8 N x H x W x C) and, when
     ``isc``, the Inception Score of the samples, in the ``features`` space. A dataset classifier's
     space is trained on ``dataset`` (default: the registered dataset) the first time it is used."""
+    require_fidelity()
     import torch_fidelity
 
     if samples.shape[1:] != reference.shape[1:]:

@@ -7,7 +7,10 @@ family (gendiff's own metrics too). A metric
 - ``check(model, dataset)``: raises ``ValueError`` (why) if it cannot evaluate this recipe; called
   before training starts, so a run never trains for hours to fail at its last step;
 - ``evaluate(context) -> dict``: the result, JSON-serialisable, from an :class:`EvalContext`;
-- ``summary(result) -> [(label, value)]``: rows for the run's report (default: its top-level numbers).
+- ``summary(result) -> [(label, value)]``: rows for the run's report (default: its top-level numbers);
+- ``headline(result) -> float | None`` and ``higher_is_better``: the one number a recipe's
+  ``[eval] targets`` compares (``targets = {fid = 3.17}``); ``verdict(result, target)`` says pass
+  or fail, which the run's report shows for every evaluated metric.
 
 Built-ins: ``classifier`` (digits: a classifier trained on the real digits scores the samples),
 ``fid`` (FID / KID / IS through torch-fidelity), ``nll`` (the bound of eq. 5 in bits/dim with
@@ -74,6 +77,8 @@ class Metric(Component):
     """An evaluation of a trained model (see the module docstring)."""
 
     family: ClassVar[str] = "metric"
+    #: the direction of :meth:`headline`: a target is a floor (True) or a ceiling (False)
+    higher_is_better: ClassVar[bool] = False
 
     def check(self, model, dataset) -> None:
         """Raise ``ValueError`` saying why this metric cannot evaluate this model and data."""
@@ -86,6 +91,21 @@ class Metric(Component):
         """Rows (label, value) for the run's report: by default every top-level number."""
         return [(f"{self.name}: {key}", f"{value:.4g}") for key, value in result.items()
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
+
+    def headline(self, result: dict[str, Any]) -> float | None:
+        """The number a target compares (None: this metric has none)."""
+        return None
+
+    def verdict(self, result: dict[str, Any], target: float | None) -> tuple[bool | None, str]:
+        """(passed, how): the headline against the recipe's target; (None, why) without one."""
+        if target is None:
+            return None, "no target (set [eval] targets)"
+        value = self.headline(result)
+        if value is None or not math.isfinite(value):
+            return False, f"no number to compare with the target {target:g}"
+        passed = value >= target if self.higher_is_better else value <= target
+        sign = (">=" if passed else "<") if self.higher_is_better else ("<=" if passed else ">")
+        return passed, f"{value:.4g} {sign} {target:g}"
 
 
 class Classifier(Metric):
@@ -105,11 +125,24 @@ class Classifier(Metric):
         return DigitsClassifier(context.dataset).report(context.sample_levels(context.recipe.eval.samples))
 
     def summary(self, result):
-        verdict = "passes" if result["passes"] else "below"
         return [("classifier: mean top-class probability", f"{result['mean_top_class_probability']:.3f}"),
                 ("classifier: classes present", f"{result['classes_present']} / 10"),
-                ("classifier: copies of training images", str(result["copies"])),
-                ("classifier: the quickstart's bar (>= 0.85, 10 classes, 0 copies)", verdict)]
+                ("classifier: copies of training images", str(result["copies"]))]
+
+    higher_is_better = True
+
+    def headline(self, result):
+        return result["mean_top_class_probability"]
+
+    def verdict(self, result, target):
+        """Its own bar (the quickstart's): mean top-class probability >= 0.85 (or the recipe's
+        target), all 10 classes present, no copies of training images."""
+        if target is None:
+            passed = bool(result["passes"])
+            return passed, "the quickstart's bar: >= 0.85, 10 classes, 0 copies"
+        passed, how = super().verdict(result, target)
+        passed = passed and result["classes_present"] == 10 and result["copies"] == 0
+        return passed, f"{how}, 10 classes, 0 copies"
 
 
 class FID(Metric):
@@ -117,6 +150,13 @@ class FID(Metric):
     ``eval.fid_reference`` split, through torch-fidelity (:mod:`gendiff.evaluation.fidelity`)."""
 
     name = "fid"
+
+    def check(self, model, dataset):
+        from .fidelity import fidelity_missing
+
+        problem = fidelity_missing()
+        if problem:
+            raise ValueError(problem)
 
     def evaluate(self, context):
         from .fidelity import choose_features, fidelity
@@ -128,6 +168,9 @@ class FID(Metric):
 
     def summary(self, result):
         return [(f"FID / KID ({result['features']})", f"{result['fid']:.3f} / {result['kid_mean']:.4f}")]
+
+    def headline(self, result):
+        return result["fid"]
 
 
 class NLL(Metric):
@@ -145,6 +188,9 @@ class NLL(Metric):
         bpd = result["bits_per_dim"]
         return [("bits/dim (test bound)", f"{bpd['total']:.4f} (L_T {bpd['prior_L_T']:.2e}, "
                  f"L_1..L_T-1 {bpd['sum_L_1_to_L_T_minus_1']:.4f}, L_0 {bpd['decoder_L_0']:.4f})")]
+
+    def headline(self, result):
+        return result["bits_per_dim"]["total"]
 
 
 class RateDistortion(Metric):
@@ -166,6 +212,9 @@ class RateDistortion(Metric):
     def summary(self, result):
         return [("rate-distortion at t = 1", f"{result['rate_at_t1']:.4f} bits/dim, RMSE "
                  f"{result['distortion_at_t1']:.3f} ({result['png']})")]
+
+    def headline(self, result):
+        return result["bound"]
 
 
 BUILTIN = [Classifier, FID, NLL, RateDistortion]

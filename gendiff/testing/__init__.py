@@ -18,7 +18,7 @@ from .helpers import example_instance
 from .models import TinyConv, eval_context, testing_plugin_system, tiny_model
 from .process import check_parameterization, check_schedule, check_variance
 from .suites import (
-    check_backbone, check_dataset, check_metric, check_sampler, check_time_sampler, check_weighting,
+    check_backbone, check_dataset, check_logger, check_metric, check_sampler, check_time_sampler, check_weighting,
 )
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "check_dataset",
     "check_time_sampler",
     "check_metric",
+    "check_logger",
     "eval_context",
     "tiny_model",
     "testing_plugin_system",

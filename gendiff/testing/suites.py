@@ -120,6 +120,40 @@ def check_metric(metric, context=None) -> None:
     assert all(isinstance(a, str) and isinstance(b, str) for a, b in rows), "summary rows are (label, value) strings"
 
 
+# -- loggers -------------------------------------------------------------------------------------
+def check_logger(logger, run_dir=None) -> None:
+    """A logger either refuses with a ``ValueError`` from ``check`` (saying why) or takes a whole
+    run's events in order (start, log, image, checkpoint, finish, close) in ``run_dir`` (default:
+    a temporary folder) without raising, and closes twice without complaint."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..events import RunInfo
+    from ..images import save_png
+
+    try:
+        logger.check()
+    except ValueError as exc:
+        assert str(exc), "check must say why the logger cannot work"
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(run_dir or tmp)
+        grid = folder / "samples" / "step-2.png"
+        save_png(np.zeros((6, 6, 1), dtype=np.uint8), grid)
+        run = RunInfo(folder, {"train": {"steps": 2}}, tiny_model(), 2)
+        logger.start(run, 0)
+        for step in (1, 2):
+            logger.log(step, {"step": step, "loss": 1.0 / step, "lr": 1e-3, "grad_norm": 0.5, "img_per_s": 10.0,
+                              "time": float(step)})
+        logger.image(2, grid)
+        logger.checkpoint(2, folder / "checkpoints" / "step-2")
+        logger.finish({"trained_steps": 2, "evaluations": {"fid": {"fid": 1.5}}, "verdicts": {}})
+        logger.close()
+        logger.close()
+
+
 # -- datasets ------------------------------------------------------------------------------------
 def check_dataset(dataset) -> None:
     """Both splits load as uint8 (N, C, H, W) in {0..K-1}, with the declared shape; a dataset

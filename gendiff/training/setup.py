@@ -45,9 +45,30 @@ def prepare(source, overrides: Sequence[str] = (), plugins=None) -> RunSetup:
     torch.manual_seed(spec.train.seed)
     model = build(raw, plugins=system)
     check_metrics(spec, model, system)
+    check_loggers(spec, system)
     _check_sample_memory(spec, model)
     objects = {table: getattr(model, table) for table in spec.components}
     return RunSetup(model, spec, resolve(spec, objects, model.dataset, system), model.dataset, system)
+
+
+def check_loggers(spec: Recipe, system) -> None:
+    """Refuse unknown logger names and loggers that cannot work here (a missing package), by path."""
+    from ..errors import RecipeError
+
+    problems = []
+    available = system.registry("logger")
+    for i, name in enumerate(spec.train.loggers):
+        if name not in available:
+            problems.append(f"train.loggers[{i}]: unknown logger {name!r}; available: {', '.join(available.names())}")
+            continue
+        try:
+            available.get(name)().check()
+        except ValueError as exc:
+            problems.append(f"train.loggers[{i}]: {exc}")
+    if len(set(spec.train.loggers)) < len(spec.train.loggers):
+        problems.append(f"train.loggers: a logger is named twice in {spec.train.loggers}")
+    if problems:
+        raise RecipeError(problems, spec.source)
 
 
 def _check_sample_memory(spec: Recipe, model: Diffusion) -> None:

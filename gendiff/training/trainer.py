@@ -26,6 +26,7 @@ from ..events import Events, RunInfo
 from ..conditioning import class_names
 from ..images import grid, save_png, to_uint8
 from ..objective import Share
+from ..progress import Progress
 from ..runs import class_grid
 from ..runtime import autocast, choose_device, choose_precision, step_generator
 from .data import DataStream
@@ -97,7 +98,8 @@ class Trainer:
         # the model Algorithm 1 runs: the same components around the DDP-wrapped network
         self.train_model = self.model.with_backbone(wrap(self.model.backbone, self.dist, self.device))
         self.step = 0
-        self.events = Events(setup.plugins, enabled=self.dist.main)  # rank 0 tells the plugins
+        loggers = [setup.plugins.registry("logger").get(name)() for name in self.cfg.loggers] if self.dist.main else []
+        self.events = Events(setup.plugins, enabled=self.dist.main, loggers=loggers)  # rank 0 tells the plugins
         self.run_info = RunInfo(self.run_dir, setup.resolved, self.model, self.cfg.steps, self.dist.world)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -171,13 +173,14 @@ class Trainer:
         self.folder.prepare(resume)
         if resume:
             self._restore()
+        self.events.start(self.run_info, self.step)
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         self.model.train()
         losses, window, last_ckpt = [], [], None
         start_time, start_step = time.perf_counter(), self.step
         self.folder.open_metrics()
-        progress = _progress(self.console, self.show_progress)
-        task = progress.add_task("training", total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
+        progress = Progress("training", cfg.steps, self.console, self.show_progress, every=cfg.log_every,
+                            completed=self.step, loss=float("nan"), ips=0.0)
         batches = data.batches(self.step, end)
         try:
             with progress:
@@ -188,13 +191,14 @@ class Trainer:
                     self.step += 1
                     elapsed = time.perf_counter() - start_time
                     ips = (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
-                    progress.update(task, completed=self.step, loss=loss, ips=ips)
+                    shown = loss
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                         figures = {"step": self.step, "loss": sum(window) / len(window), "lr": lr,
                                    "grad_norm": grad_norm, "img_per_s": ips, "time": round(elapsed, 3)}
                         self.folder.log(figures)
                         self.events.emit("gendiff_train_step_end", run=self.run_info, step=self.step, figures=figures)
-                        window = []
+                        shown, window = figures["loss"], []  # off a terminal: the interval's mean
+                    progress.update(self.step, loss=shown, ips=ips)
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.main:
                         self._sample_grid()
                     if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
@@ -250,13 +254,3 @@ class Trainer:
         if sampler.learns:  # every process learns from the whole global batch, in its order
             sampler.update(self.dist.gather_rows(torch.cat(times)), self.dist.gather_rows(torch.cat(per_example).float()))
         return value, grad_norm, lr
-
-
-def _progress(console: Console, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
-        TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
-    )
