@@ -477,8 +477,10 @@ def test_verdicts_against_targets():
 def test_targets_must_name_evaluated_metrics(tmp_path):
     from gendiff.training import prepare
 
-    with pytest.raises(RecipeError, match=r"eval.targets.fid: 'fid' is not evaluated"):
-        prepare(ROOT / "recipes" / "quickstart.toml", ["eval.targets.fid=1.0"])
+    with pytest.raises(RecipeError, match=r"eval.targets.fdi: unknown metric 'fdi'; available: classifier, fid"):
+        prepare(ROOT / "recipes" / "quickstart.toml", ["eval.targets.fdi=1.0"])
+    setup = prepare(ROOT / "recipes" / "ddpm_cifar10.toml", ["eval.metrics=[]", "backbone.channels=32"])
+    assert setup.spec.eval.targets == {"fid": 3.17, "nll": 3.75}  # kept, unused, while nothing is evaluated
     with pytest.raises(RecipeError, match=r"eval.targets: expected a table of floats"):
         prepare(ROOT / "recipes" / "quickstart.toml", ['eval.targets="fid"'])
 

@@ -37,9 +37,9 @@ def check_metrics(spec, model, system=None) -> None:
             available.get(name)().check(model, model.dataset)
         except ValueError as exc:
             problems.append(f"eval.metrics[{i}]: {exc}")
-    for name in spec.eval.targets:
-        if name not in spec.eval.metrics:
-            problems.append(f"eval.targets.{name}: {name!r} is not evaluated; eval.metrics = {list(spec.eval.metrics)}")
+    for name in spec.eval.targets:  # a target of a metric left out (eval.metrics = []) waits unused
+        if name not in available:
+            problems.append(f"eval.targets.{name}: unknown metric {name!r}; available: {', '.join(available.names())}")
     if problems:
         raise RecipeError(problems, spec.source)
 
