@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DEVICE_HELP, device_problem
+from .config import device_problem
 from .errors import TrainingError
 
 
@@ -33,8 +33,8 @@ def choose_device(name: str) -> torch.device:
             raise TrainingError(f"device {name!r} was asked for, but this machine has {count} CUDA device(s): "
                                 f"{', '.join(f'cuda:{i}' for i in range(count))}.")
     if device.type == "mps" and not _mps_available():
-        raise TrainingError(f"device 'mps' was asked for, but Apple's MPS backend is not available here; use "
-                            f"\"cpu\" or \"auto\".")
+        raise TrainingError("device 'mps' was asked for, but Apple's MPS backend is not available here; use "
+                            "\"cpu\" or \"auto\".")
     return device
 
 

@@ -166,7 +166,8 @@ def eval_fid(
         from ..evaluation.inputs import space_dataset
 
         dataset = space_dataset(space)
-    result = fidelity(samples, reference, key, space, inception_weights, dataset=dataset)
+    result = fidelity(samples, reference, key, space, inception_weights, dataset=dataset,
+                      device=None if model is None else model.device, progress=progress)
     result["reference"] = ref
     if ckpt is not None:
         result["checkpoint"] = str(ckpt)

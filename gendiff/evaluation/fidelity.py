@@ -117,10 +117,13 @@ def choose_features(images: np.ndarray, dataset: str | None = None) -> str:
 
 
 def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | None, features: str,
-             inception_weights_path: str | Path | None = None, isc: bool = True, dataset=None) -> dict[str, Any]:
+             inception_weights_path: str | Path | None = None, isc: bool = True, dataset=None,
+             device: torch.device | str | None = None, progress: bool = False) -> dict[str, Any]:
     """FID and KID between ``samples`` and ``reference`` (uint8 N x H x W x C) and, when
     ``isc``, the Inception Score of the samples, in the ``features`` space. A dataset classifier's
-    space is trained on ``dataset`` (default: the registered dataset) the first time it is used."""
+    space is trained on ``dataset`` (default: the registered dataset) the first time it is used.
+    The features are computed on CUDA when ``device`` is a CUDA device (default: when available);
+    ``progress`` shows torch-fidelity's own progress bars on stderr."""
     require_fidelity()
     import torch_fidelity
 
@@ -156,7 +159,7 @@ def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | No
     metrics = torch_fidelity.calculate_metrics(
         input1=ImageArray(samples, rgb),
         input2=ImageArray(reference, rgb),
-        cuda=torch.cuda.is_available(),
+        cuda=torch.cuda.is_available() if device is None else torch.device(device).type == "cuda",
         fid=True,
         kid=True,
         isc=isc and len(samples) >= 10,
@@ -165,7 +168,7 @@ def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | No
         cache=reference_key is not None,
         cache_root=str(cache),
         input2_cache_name=None if reference_key is None else f"{reference_key}-{features}-{len(reference)}",
-        verbose=False,
+        verbose=progress,
         save_cpu_ram=True,  # in-memory arrays: no DataLoader worker processes
         **kwargs,
     )

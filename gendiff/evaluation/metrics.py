@@ -164,7 +164,8 @@ class FID(Metric):
         reference, key = context.reference(context.recipe.eval.fid_reference)
         samples = context.samples(context.recipe.eval.fid_samples)
         name = getattr(context.dataset, "name", None)
-        return fidelity(samples, reference, key, choose_features(samples, name), dataset=context.dataset)
+        return fidelity(samples, reference, key, choose_features(samples, name), dataset=context.dataset,
+                        device=context.model.device, progress=context.progress)
 
     def summary(self, result):
         return [(f"FID / KID ({result['features']})", f"{result['fid']:.3f} / {result['kid_mean']:.4f}")]
