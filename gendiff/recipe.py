@@ -369,10 +369,10 @@ def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginS
     data: dict[str, Any] = {}
     if recipe.data.name is not None:
         data = {"name": recipe.data.name, **constructor_defaults(type(dataset)), **recipe.data.args}
+        data.update(recipe.data.options)  # flips and loader workers: options of a dataset only
         plugins["data"] = _provenance(system, "dataset", recipe.data.name)
     else:
         data = {"shape": list(recipe.data.shape), "levels": recipe.data.levels, "num_classes": recipe.data.num_classes}
-    data.update(recipe.data.options)
     out["data"] = data
     for table in CONFIGS:
         out[table] = to_table(getattr(recipe, table))

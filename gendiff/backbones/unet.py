@@ -9,8 +9,10 @@ residual branches, attention projections and the final layer start at zero, as i
 official code.
 
 Time convention: ``forward(x, t)`` takes the schedule's network time: the paper's t in {1..T}
-(integer tensor (B,)) for a discrete schedule, 1000 t for a continuous one; the embedding is a
-function of t, so the index offset of the official code (t - 1) is immaterial.
+(integer tensor (B,)) for a discrete schedule, 1000 t for a continuous one. The embedding is of
+``t - time_offset``: 0 by default (for a model trained here the offset is immaterial); 1 is the
+official code's and diffusers' convention (they index time 0..T-1), which a network trained there
+needs to give the same outputs (``gendiff import diffusers`` sets it).
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ class UNet(Backbone):
         attn_resolutions: resolutions (pixels) with self-attention after each block ((16,)).
         dropout: dropout rate inside residual blocks (0.1).
         norm_groups: GroupNorm groups (32); ``channels`` must be divisible by it.
+        time_offset: the embedding is of t - time_offset (0; 1 for the official 0..T-1 indexing).
+        downsample_padding: ``"symmetric"`` (one pixel on every side of the stride-2 convolution) or
+            ``"same"`` (TensorFlow's "SAME" for even sizes, as the official code: none before,
+            one after, in each spatial dimension).
     Set by gendiff: in_channels, out_channels, image_size, and num_classes: K > 0 adds a learned
     embedding of K + 1 labels (the last is the null label of classifier-free guidance) to the time
     embedding, as in Dhariwal & Nichol (2021); 0 (unconditional) adds nothing.
@@ -131,6 +137,8 @@ class UNet(Backbone):
         attn_resolutions: Sequence[int] = (16,),
         dropout: float = 0.1,
         norm_groups: int = 32,
+        time_offset: int = 0,
+        downsample_padding: str = "symmetric",
         num_classes: int = 0,
     ):
         super().__init__()
@@ -158,10 +166,14 @@ class UNet(Backbone):
             raise ValueError(
                 f"attn_resolutions {missing} do not occur; this U-Net's resolutions are {resolutions}"
             )
+        if isinstance(time_offset, bool) or not isinstance(time_offset, int) or time_offset not in (0, 1):
+            raise ValueError(f"time_offset must be 0 or 1, got {time_offset!r}")
+        if downsample_padding not in ("symmetric", "same"):
+            raise ValueError(f"downsample_padding must be \"symmetric\" or \"same\", got {downsample_padding!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         attn = set(attn_resolutions)
-        self.channels, self.num_classes = channels, num_classes
+        self.channels, self.num_classes, self.time_offset = channels, num_classes, time_offset
         temb_dim = 4 * channels
         self.temb = nn.Sequential(
             nn.Linear(channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
@@ -186,7 +198,7 @@ class UNet(Backbone):
                 self.down.append(layers)
                 skips.append(ch)
             if i != levels - 1:
-                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                self.down.append(nn.ModuleList([Downsample(ch, downsample_padding)]))
                 skips.append(ch)
         self.mid = nn.ModuleList([block(ch, ch), AttnBlock(ch, norm_groups), block(ch, ch)])
         # upsampling path: num_res_blocks + 1 blocks per resolution, each eating one skip
@@ -206,7 +218,7 @@ class UNet(Backbone):
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """x (B, in_channels, H, W), time t (B,) and, for a conditional U-Net, labels (B,) in
         {0..K} (K: the null label; None means the null label for every example)."""
-        temb = self.temb(timestep_embedding(t, self.channels))
+        temb = self.temb(timestep_embedding(t - self.time_offset if self.time_offset else t, self.channels))
         if self.num_classes:
             if cond is None:
                 cond = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
@@ -224,6 +236,19 @@ class UNet(Backbone):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = _apply(layers, h, temb)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Downsample(nn.Conv2d):
+    """A learned 3x3 stride-2 convolution (its parameters named as a plain ``nn.Conv2d``'s);
+    ``padding`` "symmetric" (1 on every side) or "same" (TensorFlow's SAME for even sizes: 0
+    before, 1 after)."""
+
+    def __init__(self, ch: int, padding: str = "symmetric"):
+        self.same = padding == "same"
+        super().__init__(ch, ch, 3, stride=2, padding=0 if self.same else 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (0, 1, 0, 1)) if self.same else x)
 
 
 class _Upsample(nn.Module):
