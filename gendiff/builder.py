@@ -35,7 +35,9 @@ def build(
             ``model(x_t, t, cond)`` for a conditional recipe) used in place of the recipe's
             backbone (the recipe then has no ``[backbone]`` table). ``t`` is the schedule's
             network time: the paper's t in {1..T} as an integer tensor (B,) for a discrete
-            schedule, 1000 t for a continuous one (:meth:`NoiseSchedule.network_time`).
+            schedule, 1000 t for a continuous one (:meth:`NoiseSchedule.network_time`). A
+            diffusers ``UNet2DModel`` is accepted as it is: it is called with diffusers' t - 1
+            and its output's ``.sample`` is taken (:mod:`gendiff.adapters`).
         plugins: the plugin system to look names up in (default: the process-wide one).
 
     Raises:
@@ -43,6 +45,13 @@ def build(
         IncompatibleComponentsError: two components cannot work together.
     """
     system = plugins or plugin_system()
+    if model is not None:  # a diffusers UNet2DModel takes t - 1 and returns an output object
+        from .adapters import adapt_model
+
+        try:
+            model = adapt_model(model)
+        except TypeError as exc:
+            raise RecipeError([f"model: {exc}"]) from None
     raw, source = load_recipe(recipe)
     spec = parse_recipe(raw, source, needs_backbone=model is None)
     objects, dataset = instantiate(spec, system)

@@ -4,7 +4,8 @@
 - :mod:`.commands`: ``run``, ``sample``, ``interpolate``, ``plugins``;
 - :mod:`.recipes`: ``recipes list|show|copy|validate``;
 - :mod:`.evaluate`: ``eval fid|nll|rd`` and ``eval NAME`` for every registered metric;
-- :mod:`.plot`: ``plot`` (a run's training curves).
+- :mod:`.plot`: ``plot`` (a run's training curves);
+- :mod:`.interop`: ``import diffusers`` and ``export diffusers``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from . import commands, evaluate, plot, recipes  # noqa: F401  (they register their commands on the app)
+from . import commands, evaluate, interop, plot, recipes  # noqa: F401  (they register their commands on the app)
 from .common import app, console, err_console, friendly, version_callback
 
 
