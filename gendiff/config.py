@@ -40,8 +40,14 @@ class TrainConfig:
     accumulate: int = 1  #: micro-batches per step (gradient accumulation): each holds batch_size / (processes * accumulate)
     lr: float = 2e-4  #: Adam learning rate after warmup (paper: 2e-4)
     warmup_steps: int = 5000  #: linear learning-rate warmup (paper: 5000)
+    #: warmup lr at step s (0-based) is lr * min(1, (s + warmup_offset) / warmup_steps): 1 (the
+    #: first step already learns) or 0 (the official code: step / 5000, so the first step has lr 0)
+    warmup_offset: int = 1
     grad_clip: float = 1.0  #: clip the global gradient norm (paper: 1.0); 0 disables
     ema_decay: float = 0.9999  #: EMA of weights (paper: 0.9999); 0 keeps a plain copy
+    #: the EMA starts from the weights after the first step (the official code: decay 1e-10 at
+    #: step 0), instead of averaging in the initial weights
+    ema_from_first_step: bool = False
     precision: str = "auto"  #: "fp32", "bf16" autocast, or "auto" (bf16 where supported)
     device: str = "auto"  #: "cpu", "cuda", "cuda:N", "mps", or "auto" (cuda, else mps, else cpu)
     compile: bool = False  #: compile the network's training step with torch.compile (see docs/benchmarks.md)
@@ -77,8 +83,8 @@ class ConditioningConfig:
     guidance: float = 0.0  #: default guidance weight w for sampling: (1 + w) eps(x, c) - w eps(x, null)
 
 
-CHOICES = {("train", "precision"): PRECISIONS, ("eval", "fid_reference"): ("train", "test")}
-NON_NEGATIVE = {"grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints", "seed", "label_dropout",
+CHOICES = {("train", "precision"): PRECISIONS, ("train", "warmup_offset"): (0, 1), ("eval", "fid_reference"): ("train", "test")}
+NON_NEGATIVE = {"warmup_offset", "grad_clip", "ema_decay", "warmup_steps", "sample_every", "keep_checkpoints", "seed", "label_dropout",
                 "guidance"}
 BELOW_ONE = {"ema_decay", "label_dropout"}
 

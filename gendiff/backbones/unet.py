@@ -41,7 +41,21 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 def _zero(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
+    module.zero_init = True  # kept at zero by init = "official" too (the official init_scale = 0)
     return module
+
+
+def variance_scaling_(weight: Tensor, fan_out: int | None = None) -> Tensor:
+    """TensorFlow's ``variance_scaling(1.0, "fan_avg", "uniform")``, the official code's default
+    initialiser: U(-limit, limit) with limit = sqrt(3 / fan_avg), fan_avg = (fan_in + fan_out) / 2,
+    both counted with the kernel's receptive field (``fan_out`` overrides the output count, for a
+    layer that fuses several of the official layers)."""
+    receptive = weight[0, 0].numel() if weight.dim() > 2 else 1
+    fan_in = weight.shape[1] * receptive
+    fan_out = (fan_out if fan_out is not None else weight.shape[0]) * receptive
+    limit = math.sqrt(3.0 / ((fan_in + fan_out) / 2.0))
+    with torch.no_grad():
+        return weight.uniform_(-limit, limit)
 
 
 class Dropout(nn.Module):
@@ -113,6 +127,10 @@ class UNet(Backbone):
         dropout: dropout rate inside residual blocks (0.1).
         norm_groups: GroupNorm groups (32); ``channels`` must be divisible by it.
         time_offset: the embedding is of t - time_offset (0; 1 for the official 0..T-1 indexing).
+        init: ``"pytorch"`` (PyTorch's default initialisation) or ``"official"`` (the official
+            code's: TensorFlow's variance scaling, fan_avg, uniform, for every convolution and
+            dense layer, with q, k and v counted as three layers; zero biases); the layers the
+            official code starts at (almost) zero start at zero either way.
         downsample_padding: ``"symmetric"`` (one pixel on every side of the stride-2 convolution) or
             ``"same"`` (TensorFlow's "SAME" for even sizes, as the official code: none before,
             one after, in each spatial dimension).
@@ -139,6 +157,7 @@ class UNet(Backbone):
         norm_groups: int = 32,
         time_offset: int = 0,
         downsample_padding: str = "symmetric",
+        init: str = "pytorch",
         num_classes: int = 0,
     ):
         super().__init__()
@@ -168,6 +187,8 @@ class UNet(Backbone):
             )
         if isinstance(time_offset, bool) or not isinstance(time_offset, int) or time_offset not in (0, 1):
             raise ValueError(f"time_offset must be 0 or 1, got {time_offset!r}")
+        if init not in ("pytorch", "official"):
+            raise ValueError(f"init must be \"pytorch\" or \"official\", got {init!r}")
         if downsample_padding not in ("symmetric", "same"):
             raise ValueError(f"downsample_padding must be \"symmetric\" or \"same\", got {downsample_padding!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
@@ -214,6 +235,22 @@ class UNet(Backbone):
                 self.up.append(nn.ModuleList([_Upsample(ch)]))
         self.norm_out = nn.GroupNorm(norm_groups, ch, eps=1e-6)
         self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        if init == "official":
+            self.official_init()
+
+    def official_init(self) -> None:
+        """The official code's initialisation (see ``init``); zero-initialised layers stay zero."""
+        for module in self.modules():
+            if not isinstance(module, (nn.Conv2d, nn.Linear)) or getattr(module, "zero_init", False):
+                continue
+            nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Conv2d) and module.out_channels == 3 * module.in_channels and \
+                    any(getattr(block, "qkv", None) is module for block in self.modules()):
+                c = module.in_channels
+                for i in range(3):  # q, k and v: three layers of C outputs each
+                    variance_scaling_(module.weight.data[i * c:(i + 1) * c], fan_out=c)
+            else:
+                variance_scaling_(module.weight)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """x (B, in_channels, H, W), time t (B,) and, for a conditional U-Net, labels (B,) in

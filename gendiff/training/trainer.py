@@ -51,9 +51,10 @@ class EMA:
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, net: torch.nn.Module) -> None:
+    def update(self, net: torch.nn.Module, decay: float | None = None) -> None:
+        """One EMA step with the run's decay (or ``decay``: 0 copies the weights)."""
         ema = list(self.net.parameters())
-        torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1.0 - self.decay)
+        torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1.0 - (self.decay if decay is None else decay))
         for b_ema, b in zip(self.net.buffers(), net.buffers()):
             b_ema.copy_(b)
 
@@ -217,7 +218,7 @@ class Trainer:
     def _one_step(self, x0: torch.Tensor, labels: torch.Tensor | None) -> tuple[float, float, float]:
         """One optimizer step on this process's share of the step's batch (x0 on [-1, 1])."""
         cfg = self.cfg
-        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        lr = cfg.lr * min(1.0, (self.step + cfg.warmup_offset) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x0 = x0.to(self.device)
@@ -249,7 +250,8 @@ class Trainer:
         if not math.isfinite(grad_norm):
             raise self.folder.non_finite("gradient norm", grad_norm, self.step + 1)
         self.optimizer.step()
-        self.ema.update(self.model.backbone)
+        first = cfg.ema_from_first_step and self.step == 0  # the official code: decay 1e-10 at step 0
+        self.ema.update(self.model.backbone, 0.0 if first else None)
         sampler = self.model.time_sampler
         if sampler.learns:  # every process learns from the whole global batch, in its order
             sampler.update(self.dist.gather_rows(torch.cat(times)), self.dist.gather_rows(torch.cat(per_example).float()))
