@@ -30,6 +30,9 @@ def run(source, overrides: Sequence[str] = (), out: str | Path | None = None, re
     Returns a summary dict (also the dry run's plan). ``plugins``: the plugin system whose
     components and event hooks the run uses (default: the installed plugins)."""
     console = console or Console()
+    if isinstance(source, (str, Path)) and Path(source).is_dir() and (Path(source) / "recipe.toml").is_file():
+        # a run folder: its own resolved recipe (overrides given at its start need not be repeated)
+        out, source = out or Path(source), Path(source) / "recipe.toml"
     setup = prepare(source, overrides, plugins)
     cfg, ev = setup.spec.train, setup.spec.eval
     run_dir = Path(out) if out else default_run_dir(source)

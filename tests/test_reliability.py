@@ -69,16 +69,22 @@ def writing(out):
 
 
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    """A re-submitted job: the same command line (always --resume) after every kill, the first
+    kills landing at random moments from process start, before any checkpoint exists."""
     path = write_recipe(tmp_path / "r.toml")
-    whole = start(path, tmp_path / "whole", resume=False)  # the same kind of process, never interrupted
+    whole = start(path, tmp_path / "whole", resume=True)  # --resume on a missing folder: from step 0
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
     rng = random.Random(2026)
     out = tmp_path / "killed"
-    kills, during_write, resumed = 0, 0, False
-    while kills < 6:
-        proc = start(path, out, resume=resumed)
+    kills, during_write, early = 0, 0, 0
+    while kills < 8:
+        proc = start(path, out, resume=True)
         before = metrics_lines(out)
-        if kills % 2 == 0:  # kill while a checkpoint is being written (its temporary folder exists)
+        if kills < 2:  # at a random moment from process start, before the first checkpoint
+            time.sleep(rng.uniform(0.5, 4.0))
+            hit = proc.poll() is None
+            early += not list_checkpoints(out)
+        elif kills % 2 == 0:  # kill while a checkpoint is being written (its temporary folder exists)
             hit = wait_for(lambda: writing(out) and metrics_lines(out) > before, proc)
         else:  # kill at a random moment a few steps into training
             target = before + rng.randint(1, 4)
@@ -89,17 +95,17 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tm
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-        if kills % 2 == 1 and writing(out):
+        if kills > 2 and kills % 2 == 1 and writing(out):
             during_write += 1
-        resumed = bool(list_checkpoints(out))  # killed while writing the first one: start afresh
         for _, ckpt in list_checkpoints(out):
             load_checkpoint(ckpt)  # every finished checkpoint verifies, whatever moment the kill hit
-    assert during_write >= 1  # at least one kill left a checkpoint half-written
+    assert early >= 1 and during_write >= 1  # a kill before any checkpoint, and one mid-write
     proc = start(path, out, resume=True)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     same_weights(tmp_path / "whole" / "checkpoints" / "step-30", out / "checkpoints" / "step-30")
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 31))
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # debris removed
+    assert not (out / ".lock").exists()  # given back by the run that finished
 
 
 @pytest.fixture(scope="module")

@@ -183,8 +183,8 @@ def test_run_folder_problems_are_clear(tmp_path):
     Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
     with pytest.raises(TrainingError, match="already holds a run.*--resume"):
         Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
-    with pytest.raises(TrainingError, match="nothing to resume"):
-        Trainer(prepare(small_recipe(steps=3)), tmp_path / "empty", progress=False).train(resume=True)
+    # --resume where nothing was saved yet (a re-submitted job killed early) starts from step 0
+    assert Trainer(prepare(small_recipe(steps=3)), tmp_path / "empty", progress=False).train(resume=True).steps == 3
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(TrainingError, match="cannot write to the run folder"):
@@ -195,6 +195,9 @@ def test_a_checkpoint_that_does_not_fit_the_recipe_is_refused(tmp_path):
     Trainer(prepare(small_recipe(steps=3)), tmp_path / "r", progress=False).train()
     bigger = small_recipe(steps=6)
     bigger["backbone"]["channels"] = 64
+    with pytest.raises(TrainingError, match="backbone.channels: 32 -> 64"):  # the run's recipe.toml says so first
+        Trainer(prepare(bigger), tmp_path / "r", progress=False).train(resume=True)
+    (tmp_path / "r" / "recipe.toml").unlink()  # without it, the checkpoint's weights are what disagrees
     with pytest.raises(CheckpointError, match="do not fit") as err:
         Trainer(prepare(bigger), tmp_path / "r", progress=False).train(resume=True)
     # which tensors and which shapes disagree, not a cut-off load_state_dict message

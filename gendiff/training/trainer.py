@@ -171,9 +171,18 @@ class Trainer:
         data = DataStream(self.setup.dataset.open("train"), cfg.batch_size, cfg.seed, options["flip"],
                           self.model.levels, self.dist.rank, self.dist.world,
                           workers=options["workers"])  # fail before writing
-        self.folder.prepare(resume)
-        if resume:
+        resumable = self.folder.prepare(resume)  # takes the folder's lock; given back when training ends
+        try:
+            return self._train(data, resumable, resume, stop_after)
+        finally:
+            self.folder.release()
+
+    def _train(self, data: DataStream, resumable: bool, resume: bool, stop_after: int | None) -> TrainSummary:
+        cfg = self.cfg
+        if resumable:
             self._restore()
+        elif resume and self.dist.main:  # a re-submitted job killed before its first checkpoint
+            self.console.print(f"no checkpoint in {self.run_dir} yet: starting from step 0")
         self.events.start(self.run_info, self.step)
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         self.model.train()
