@@ -20,15 +20,17 @@ from .common import (SET_HELP, Checkpoint, Device, Precision, Progress, RunArg, 
 @app.command()
 @friendly
 def run(
-    recipe: str = typer.Argument(..., metavar="RECIPE", help="A recipe: a TOML file, or a built-in recipe's name "
-                                 "(gendiff recipes list), e.g. quickstart."),
+    recipe: str = typer.Argument(..., metavar="RECIPE", help="A recipe: a TOML file, a built-in recipe's name "
+                                 "(gendiff recipes list), e.g. quickstart, or a run folder (its own recipe; "
+                                 "with --resume, --out defaults to it)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="The run folder (default: runs/<recipe name>)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the run (train.seed): initialisation, data "
                                        "order, noise."),
     device: Optional[str] = typer.Option(None, "--device", help=f"Where to train (train.device): {DEVICE_HELP}."),
     precision: Precision = None,
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest good checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest good checkpoint "
+                                "(none yet: start from step 0), with a recipe that means the same."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the resolved recipe and the plan; write nothing."),
     progress: Progress = True,
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Train with this many processes on this "
