@@ -101,6 +101,9 @@ def save_checkpoint(
         else:
             tmp.rename(final)
         _fsync_dir(root)
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM during the write: no half-written folder left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except Exception as exc:  # noqa: BLE001 - OSError, or a writer's own error type (safetensors)
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

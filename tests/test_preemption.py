@@ -111,3 +111,56 @@ def test_two_processes_on_one_folder_never_interleave(tmp_path):
     assert "Traceback" not in second.stderr
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 301))
+
+
+def _gendiff_run(out, *extra):
+    recipe_sets = [*TINY, "train.steps=60", "train.checkpoint_every=1000"]
+    args = [sys.executable, "-m", "gendiff", "run", str(QUICK), "--out", str(out), "--no-progress",
+            *[a for item in recipe_sets for a in ("--set", item)], *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    whole = _gendiff_run(out)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    return out
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_saves_the_step_it_finished_and_stops_with_one_line(tmp_path, sig, uninterrupted):
+    """A real SIGTERM (a scheduler's notice) or SIGINT (Ctrl-C) mid-training: the step under way
+    finishes and is saved, the process exits 1 with one line, and --resume ends bit for bit where
+    an uninterrupted run ends."""
+    import signal
+    import time
+
+    from gendiff.checkpoint import list_checkpoints, load_checkpoint
+
+    out = tmp_path / "stopped"
+    proc = _gendiff_run(out)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if (out / "metrics.jsonl").read_text().count("\n") >= 3:
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(timeout=60) == 1
+    message = proc.stderr.read()
+    assert "Traceback" not in message and message.count("\n") <= 4, message  # one paragraph
+    flat = " ".join(message.split())
+    assert f"stopped by {sig} after step" in flat and "continue with --resume" in flat
+    step = int(flat.split("after step ")[1].split(":")[0])
+    assert 3 <= step < 60 and [s for s, _ in list_checkpoints(out)] == [step]
+    load_checkpoint(out / "checkpoints" / f"step-{step}")  # verifies
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")] and not (out / ".lock").exists()
+    resumed = _gendiff_run(out, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a, b = weights(uninterrupted / "checkpoints" / "step-60"), weights(out / "checkpoints" / "step-60")
+    assert all(torch.equal(a[k], b[k]) for k in a)

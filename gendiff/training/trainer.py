@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from rich.console import Console
 from ..checkpoint import latest_checkpoint
 from ..diffusion import Diffusion
 from ..distributed import Dist, check_batch, wrap
+from ..errors import TrainingError
 from ..events import Events, RunInfo
 from ..conditioning import class_names
 from ..images import grid, save_png, to_uint8
@@ -67,6 +70,37 @@ class TrainSummary:
     images_per_second: float
     checkpoint: Path | None
     losses: list[float] = field(default_factory=list)
+
+
+class TrainingStopped(TrainingError):
+    """Training was stopped by SIGTERM or SIGINT after saving a checkpoint of the step it finished."""
+
+
+class StopSignals:
+    """While training: SIGTERM and SIGINT (Ctrl-C) are noted, so that the step under way finishes
+    and is saved before the process stops (a cluster scheduler sends SIGTERM some seconds before
+    SIGKILL); a second signal stops at once (KeyboardInterrupt), still leaving no damaged
+    checkpoint (writes are atomic). Installed only in the main thread, previous handlers restored."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"a second {signal.Signals(signum).name}")
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 #: keyword arguments of ``torch.compile`` when ``[train] compile = true``
@@ -192,8 +226,9 @@ class Trainer:
         progress = Progress("training", cfg.steps, self.console, self.show_progress, every=cfg.log_every,
                             completed=self.step, loss=float("nan"), ips=0.0)
         batches = data.batches(self.step, end)
+        saved_at = None
         try:
-            with progress:
+            with progress, StopSignals() as signals:
                 while self.step < end:
                     loss, grad_norm, lr = self._one_step(*next(batches))
                     losses.append(loss)
@@ -212,9 +247,17 @@ class Trainer:
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.main:
                         self._sample_grid()
                     if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                        last_ckpt = self._save(data)
+                        last_ckpt, saved_at = self._save(data), self.step
                         self.events.emit("gendiff_checkpoint_written", run=self.run_info, step=self.step,
                                          path=last_ckpt)
+                    stop = self.dist.share(signals.received) if self.dist.active else signals.received
+                    if stop:  # SIGTERM (a scheduler's notice) or Ctrl-C: save this step and stop
+                        if saved_at != self.step:
+                            last_ckpt, saved_at = self._save(data), self.step
+                            self.events.emit("gendiff_checkpoint_written", run=self.run_info, step=self.step,
+                                             path=last_ckpt)
+                        raise TrainingStopped(f"stopped by {stop} after step {self.step}: the checkpoint {last_ckpt} "
+                                              f"is written; continue with --resume.")
         finally:
             self.folder.close_metrics()
         seconds = time.perf_counter() - start_time
