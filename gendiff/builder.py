@@ -196,6 +196,12 @@ def _check_output(model, in_shape, out_shape, schedule, conditioning, label, nee
         extra = (torch.full((1,), conditioning.null, device=device),) if conditioning.active else ()
         with torch.no_grad():
             out = model(torch.zeros(in_shape, device=device, dtype=dtype), t, *extra)
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise IncompatibleComponentsError(
+            f"{label} (from {type(model).__module__}) failed on a blank input of shape {tuple(in_shape)} "
+            f"({type(exc).__name__}{': ' + first if first else ''}); {needs}, so it must return {tuple(out_shape)}."
+        ) from None
     finally:
         if training:
             model.train()

@@ -144,6 +144,10 @@ def verify(path: Path) -> int:
             raise CheckpointError(f"checkpoint {path} is missing {name}")
         if _sha256(file) != sums.get(name):
             raise CheckpointError(f"checkpoint {path}: {name} does not match its recorded checksum (corrupt)")
+    m = STEP_DIR.match(path.name)
+    if m and int(m.group(1)) != step:
+        raise CheckpointError(f"checkpoint {path} holds step {step}, not the step its name says ({m.group(1)}): it "
+                              f"was copied or renamed from elsewhere")
     return step
 
 

@@ -122,6 +122,12 @@ def construct(cls: type, family: str, args: Mapping[str, Any], **context: Any) -
         return cls(**context, **args)
     except (ValueError, TypeError) as exc:
         raise ComponentConfigError(f"{family} '{getattr(cls, 'name', cls.__name__)}': {exc}") from None
+    except (MemoryError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's constructor failing in any other way
+        raise ComponentConfigError(
+            f"{family} '{getattr(cls, 'name', cls.__name__)}' (from {cls.__module__}) could not be created: "
+            f"{type(exc).__name__}: {exc}") from None
 
 
 def constructor_defaults(cls: type, context: Iterable[str] = ()) -> dict[str, Any]:

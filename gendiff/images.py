@@ -32,15 +32,30 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarra
     return out
 
 
+def eight_bit(img):
+    """A PIL image with 16- or 32-bit integer grey pixels ("I;16", "I") scaled to 8 bits (the top
+    byte of a 16-bit value); PIL's own conversion would clip them, turning 50% grey white. Other
+    modes pass through unchanged."""
+    from PIL import Image
+
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return img
+    values = np.asarray(img, dtype=np.int64)
+    top = 65535 if img.mode.startswith("I;16") or values.max(initial=0) <= 65535 else int(values.max())
+    return Image.fromarray(np.clip(np.round(values * (255 / top)), 0, 255).astype(np.uint8), "L")
+
+
 def save_png(picture: np.ndarray, path: Path, scale: int = 1) -> None:
     """Write a uint8 (H, W, C) picture as PNG (C = 1 grey, C = 3 RGB), enlarged ``scale`` times."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .files import write_png
+
     if scale > 1:
         picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
     mode = "L" if picture.shape[2] == 1 else "RGB"
-    Image.fromarray(picture[..., 0] if mode == "L" else picture, mode).save(path)
+    image = Image.fromarray(picture[..., 0] if mode == "L" else picture, mode)
+    write_png(Path(path), lambda tmp: image.save(tmp, format="PNG"))  # atomic: a good picture or the old one
 
 
 def save_labelled_rows(rows: list[np.ndarray], labels: list[str] | None, path: Path, scale: int = 1, pad: int = 1,
@@ -80,5 +95,6 @@ def save_labelled_rows(rows: list[np.ndarray], labels: list[str] | None, path: P
     for j, text in enumerate(columns or []):
         left = margin + pad * scale + j * column_width + (column_width - pad * scale - measure.textlength(text, font=font)) / 2
         draw.text((left, 2), text, fill=ink, font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    from .files import write_png
+
+    write_png(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))

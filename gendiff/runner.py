@@ -14,6 +14,7 @@ from . import distributed
 from .conditioning import class_names
 from .distributions import unit_to_levels
 from .errors import GendiffError
+from .files import write_text
 from .runs import generate, write_samples
 from .runtime import choose_device, choose_precision
 from .training import Trainer, prepare
@@ -110,7 +111,7 @@ def _finish(trainer, summary, setup, run_dir: Path, plan: dict[str, Any], job, c
     evaluations = run_evaluations(context, ev.metrics, setup.plugins)
     (run_dir / "eval").mkdir(exist_ok=True)
     for name, value in evaluations.items():
-        (run_dir / "eval" / f"{name}.json").write_text(json.dumps(value, indent=1))
+        write_text(run_dir / "eval" / f"{name}.json", json.dumps(value, indent=1))
     result["evaluations"] = evaluations
     from .evaluation import verdicts
 

@@ -116,10 +116,34 @@ def generate(model: Diffusion, n: int, seed: int = 0, batch_size: int = 256, sam
 
             with autocast(device, precision), warnings.catch_warnings():
                 warnings.simplefilter("ignore", GuidanceWarning)  # said once above
-                out.append(model.sample(size, generator=g, sampler=sampler, progress=steps, cond=part,
-                                        guidance=guidance).float().cpu())
+                x = model.sample(size, generator=g, sampler=sampler, progress=steps, cond=part, guidance=guidance)
+            out.append(_checked_samples(x, size, model, sampler or model.sampler))
             bar.update(start + size)
     return torch.cat(out)
+
+
+def _checked_samples(x, size: int, model: Diffusion, sampler) -> torch.Tensor:
+    """A sampler's output as float32 on the CPU, refused (naming the sampler and its plugin) when it
+    is not a tensor of ``size`` samples of the data's shape or holds NaN or inf: wrong pictures are
+    never written as if they were samples."""
+    from .plugins import plugin_system
+
+    name = getattr(sampler, "name", type(sampler).__name__)
+    try:
+        plugin = plugin_system().registry("sampler").plugin_of(name)
+    except GendiffError:
+        plugin = "?"
+    expected = (size, *model.data_shape)
+    if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise GendiffError(f"sampler '{name}' (plugin '{plugin}') returned {got} for a batch that must be {expected} "
+                           f"(samples, channels, height, width); nothing was written.")
+    x = x.float().cpu()
+    if not bool(torch.isfinite(x).all()):
+        raise GendiffError(f"sampler '{name}' (plugin '{plugin}') returned NaN or inf in "
+                           f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {size} samples; nothing was written. "
+                           f"The model or the sampler is broken (a run whose weights became non-finite?).")
+    return x
 
 
 def dataset_labels(model: Diffusion, n: int, seed: int = 0) -> torch.Tensor | None:
@@ -149,6 +173,20 @@ def class_grid(pictures: np.ndarray, labels, names, per_row: int, path: Path, sc
     save_labelled_rows(rows, texts, path, scale)
 
 
+def check_sample_count(model: Diffusion, n: int, option: str = "--n") -> None:
+    """Refuse ``n`` samples that could not be held in this machine's memory (float32 while drawn,
+    uint8 written), before any is drawn."""
+    import math
+
+    from .builder import memory_bytes
+
+    need, have = n * math.prod(model.data_shape) * 5, memory_bytes()
+    if have and need > have:
+        raise GendiffError(f"{option} asks for {n:,} samples of {tuple(model.data_shape)}: about {need / 2**30:,.1f} GiB, "
+                           f"more than this machine's {have / 2**30:,.1f} GiB. Draw them in several calls with "
+                           f"different --seed values.")
+
+
 def figures_folder(out: str | os.PathLike) -> Path:
     """Where ``gendiff sample --out DIR`` puts its figures (grid, progressive, completions): the
     sibling folder ``DIR-figures``, so that DIR holds only the samples and any tool that reads a
@@ -164,13 +202,14 @@ def write_samples(x: torch.Tensor, levels: int, out: str | os.PathLike, grid_pat
     conditional model; "levels") in ``out``, nothing else; and a grid of them at ``grid_path``
     (default: ``figures_folder(out) / "grid.png"``), one labelled row per class when there are
     labels. Returns the uint8 pictures."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .files import write_npz, writable_folder
+
+    out = writable_folder(out, "the samples' folder")
     grid_path = Path(grid_path) if grid_path is not None else figures_folder(out) / "grid.png"
-    grid_path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(grid_path.parent, "the figures' folder")
     pictures = to_uint8(x, levels)
     extra = {} if labels is None else {"labels": np.asarray(labels, dtype=np.int64)}
-    np.savez_compressed(out / "samples.npz", samples=pictures, levels=levels, **extra)
+    write_npz(out / "samples.npz", samples=pictures, levels=levels, **extra)
     scale = max(1, 64 // pictures.shape[1])
     if labels is None:
         save_png(grid(pictures[:256]), grid_path, scale=scale)

@@ -107,6 +107,12 @@ def sample(
     total = n if labels is None else len(labels)
     figures = Path(figures) if figures is not None else figures_folder(out)
     dtype = run_precision(precision, model, dev)
+    from ..files import writable_folder
+    from ..runs import check_sample_count
+
+    check_sample_count(model, total)
+    writable_folder(out, "--out")  # before minutes of sampling, not after
+    writable_folder(figures, "--figures")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GuidanceWarning)  # sampling_labels said it in words
         x = generate(model, total, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console,
@@ -179,6 +185,9 @@ def interpolate(
     model, ckpt = load_run(run_path, checkpoint, device=dev)
     dtype = run_precision(precision, model, dev)
     check_time(model, t, "--t")
+    from ..files import writable_folder
+
+    writable_folder(out, "--out")
     data = model.dataset.load(split)
     if 2 * pairs > len(data):
         raise GendiffError(f"--pairs {pairs} needs {2 * pairs} images; the {split} split has {len(data)}")

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
+from ..files import write_text
 from .common import (Checkpoint, Device, Precision, Progress, RunArg, Seed, app, checked_guidance, checked_precision,
                      console, err_console, friendly, run_precision)
 
@@ -89,7 +90,7 @@ def _evaluate_metric(name, run_path, checkpoint, device, precision, progress) ->
     result["checkpoint"] = str(ckpt)
     out = run_dir / "eval" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))
     table = Table(title=f"{name} of {ckpt} ({out})")
     table.add_column("what")
     table.add_column("value")
@@ -177,7 +178,7 @@ def eval_fid(
             name += f"-w{guidance:g}"
         out = run_folder(ckpt) / "eval" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+        write_text(out, json.dumps(result, indent=1))
     table = Table(title=f"FID / KID of {target} against {ref} ({space} features)")
     table.add_column("metric")
     table.add_column("value")
@@ -226,7 +227,7 @@ def eval_nll(
     report["checkpoint"] = str(ckpt)
     out = run_folder(ckpt) / "eval" / f"nll-{split}{'-clipped' if clip_x0 else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    write_text(out, json.dumps(report, indent=1))
     bpd = report["bits_per_dim"]
     convention = "x0_hat clipped, the official convention" if clip_x0 else "exact: x0_hat as predicted"
     table = Table(title=f"bits/dim on {report['examples']} {split} images, {convention} ({out})")

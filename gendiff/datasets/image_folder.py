@@ -92,9 +92,11 @@ class FileSource(Source):
     def decode(self, file: Path) -> np.ndarray:
         from PIL import Image
 
+        from ..images import eight_bit
+
         try:
             with Image.open(file) as img:
-                img = img.convert("L" if self.channels == 1 else "RGB")
+                img = eight_bit(img).convert("L" if self.channels == 1 else "RGB")
                 w, h = img.size
                 side = min(w, h)
                 left, top = (w - side) // 2, (h - side) // 2

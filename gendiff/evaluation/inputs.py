@@ -6,6 +6,9 @@ Images are uint8 arrays (N, H, W, C) on the 0..255 scale, as ``samples.npz`` sto
 
 from __future__ import annotations
 
+import warnings
+import zipfile
+
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ def load_images(path: Path) -> np.ndarray:
     if path.is_file() and path.suffix == ".npz":
         try:
             images = np.load(path)["samples"]
-        except (KeyError, ValueError, OSError) as exc:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise GendiffError(f"{path} is not a samples.npz with a 'samples' array ({exc})") from None
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
             raise GendiffError(f"{path}: 'samples' must be uint8 N x H x W x C with C = 1 or 3, got {images.dtype} {images.shape}")
@@ -39,6 +42,8 @@ def load_images(path: Path) -> np.ndarray:
         raise GendiffError(f"no samples at {path}: expected a run, a checkpoint, a samples.npz or a folder of images")
     from PIL import Image
 
+    from ..images import eight_bit
+
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise GendiffError(f"{path} holds no samples.npz and no PNG/JPEG images")
@@ -46,7 +51,8 @@ def load_images(path: Path) -> np.ndarray:
     for file in files:
         try:
             with Image.open(file) as img:
-                arr = np.asarray(img.convert("L" if img.mode in ("L", "I", "1", "LA") else "RGB"), dtype=np.uint8)
+                img = eight_bit(img)  # 16-bit grey scaled, not clipped
+                arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "LA") else "RGB"), dtype=np.uint8)
         except Exception as exc:  # noqa: BLE001
             raise GendiffError(f"cannot read the image {file}: {exc}") from None
         arr = arr[..., None] if arr.ndim == 2 else arr
@@ -85,20 +91,23 @@ def run_samples(path: Path, n: int | None, seed: int = 0, batch_size: int = 256,
     name = f"seed-{seed}-w{guidance:g}" if model.conditioning.active else f"seed-{seed}"
     store = run_folder(checkpoint) / "eval" / "samples" / f"{name}.npz"
     if store.is_file():
-        kept = np.load(store)
-        if str(kept["checkpoint"]) == str(checkpoint.name) and len(kept["samples"]) >= n:
-            return kept["samples"][:n], model, checkpoint
+        try:
+            kept = np.load(store)
+            if str(kept["checkpoint"]) == str(checkpoint.name) and len(kept["samples"]) >= n:
+                return kept["samples"][:n], model, checkpoint
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a damaged cache: drawn again
+            warnings.warn(f"the sample cache {store} is damaged ({type(exc).__name__}); the samples are drawn again",
+                          stacklevel=2)
     labels = dataset_labels(model, n, seed)
     x = generate(model, n, seed=seed, batch_size=batch_size, console=console, progress=progress, precision=precision,
                  cond=labels, guidance=guidance)
     from ..images import to_uint8
 
     images = to_uint8(x, model.levels)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_name(store.stem + ".tmp.npz")
+    from ..files import write_npz
+
     extra = {} if labels is None else {"labels": labels.numpy(), "guidance": guidance}
-    np.savez_compressed(tmp, samples=images, checkpoint=str(checkpoint.name), levels=model.levels, **extra)
-    tmp.replace(store)
+    write_npz(store, samples=images, checkpoint=str(checkpoint.name), levels=model.levels, **extra)
     return images, model, checkpoint
 
 

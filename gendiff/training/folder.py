@@ -226,12 +226,15 @@ class RunFolder:
 
         return self.dist.on_main(write, CheckpointError) or self.path / "checkpoints" / f"step-{step}"
 
-    def non_finite(self, what: str, value: float, step: int) -> TrainingError:
-        """The error for a non-finite loss or gradient at ``step`` (1-based), saying what was kept."""
+    def non_finite(self, what: str, value, step: int, before_update: bool = True) -> TrainingError:
+        """The error for a non-finite loss or gradient at ``step`` (1-based), or for weights found
+        non-finite when checkpoint ``step`` was due (``before_update = False``), saying what was kept."""
         good = list_checkpoints(self.path)
         kept = f"the last good checkpoint, step {good[-1][0]}, is untouched" if good else "no checkpoint was written"
+        stopped = ("training stopped before updating the weights" if before_update else
+                   "that checkpoint was not written (a checkpoint never holds NaN or inf)")
         return TrainingError(
-            f"the {what} became {value} at step {step}; training stopped before updating the weights "
+            f"the {what} became {value} at step {step}; {stopped} "
             f"and {kept}. Lower train.lr, enable train.grad_clip, or check the data."
         )
 

@@ -159,6 +159,11 @@ class Trainer:
         self.console.print(f"resuming from {ckpt.path} (step {self.step})")
 
     def _save(self, data: DataStream) -> Path:
+        for what, net in (("weights", self.model.backbone), ("EMA weights", self.ema.net)):
+            bad = [name for name, p in net.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad:  # never a checkpoint that looks good and holds NaN
+                raise self.folder.non_finite(f"{what} ({bad[0]}{' and others' if len(bad) > 1 else ''})", "non-finite",
+                                             self.step, before_update=False)
         epoch, index = data.position(self.step)
         state = {
             "step": self.step,

@@ -1,0 +1,184 @@
+"""Hostile input beyond recipes: exploding weights, broken plugin components, impossible sample
+counts, outputs that cannot be written, damaged sample files, 16-bit images, renamed checkpoints.
+Each ends in one clear message (exit 1 from the CLI) with nothing already written lost."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import gendiff
+from gendiff.checkpoint import list_checkpoints, load_latest
+from gendiff.cli import app
+from gendiff.errors import GendiffError, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "recipes" / "quickstart.toml"
+TINY = ["schedule.timesteps=20", "train.batch_size=8", "backbone.channels=32", "train.sample_every=0",
+        "eval.samples=4", "eval.metrics=[]", "train.precision=\"fp32\"", "train.log_every=1"]
+
+
+def invoke(*args):
+    res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return res.exit_code, " ".join(res.output.split())
+
+
+def test_exploding_weights_are_never_checkpointed(tmp_path):
+    from gendiff.runner import run
+
+    with pytest.raises(TrainingError, match="non-finite") as err:
+        run(QUICK, [*TINY, "train.steps=5", "train.lr=1e38", "train.warmup_steps=0", "train.grad_clip=0",
+                    "train.checkpoint_every=1"], out=tmp_path / "r", progress=False)
+    for _, ckpt in list_checkpoints(tmp_path / "r"):  # whatever was written holds finite weights only
+        from safetensors.torch import load_file
+
+        for name in ("model.safetensors", "ema.safetensors"):
+            assert all(bool(torch.isfinite(v).all()) for v in load_file(str(ckpt / name)).values())
+    assert "Lower train.lr" in str(err.value)
+
+
+@pytest.mark.parametrize("result, message", [
+    ("shape", "returned (2, 1, 4, 4) for a batch that must be (2, 1, 8, 8)"),
+    ("batch", "returned (1, 1, 8, 8) for a batch that must be (2, 1, 8, 8)"),
+    ("nan", "returned NaN or inf in 2 of 2 samples"),
+])
+def test_a_sampler_returning_wrong_samples_is_refused(quick_run, tmp_path, result, message):
+    from gendiff.runs import generate, load_run, write_samples
+    from gendiff.samplers import Sampler
+
+    class Faulty(Sampler):
+        name = "faulty"
+
+        def sample(self, model, shape, generator=None, progress=None):
+            n = shape[0]
+            if result == "shape":
+                return torch.zeros(n, 1, 4, 4)
+            if result == "batch":
+                return torch.zeros(1, *shape[1:])
+            return torch.full(shape, float("nan"))
+
+    model, _ = load_run(quick_run)
+    with pytest.raises(GendiffError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        x = generate(model, 2, sampler=Faulty(), progress=False)
+        write_samples(x, model.levels, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_impossible_counts_and_unwritable_outputs_are_refused_before_sampling(quick_run, tmp_path):
+    code, out = invoke("sample", quick_run, "--n", 10**15, "--out", tmp_path / "a", "--no-progress")
+    assert code == 1 and "1,000,000,000,000,000 samples" in out and "more than this machine's" in out
+    assert not (tmp_path / "a").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    code, out = invoke("sample", quick_run, "--n", 2, "--out", blocker, "--no-progress")
+    assert code == 1 and "is a file, not a folder" in out and blocker.read_text() == "keep me"
+    code, out = invoke("sample", quick_run, "--n", 2, "--out", blocker / "inside", "--no-progress")
+    assert code == 1 and "cannot write to --out" in out
+    code, out = invoke("interpolate", quick_run, "--t", 5, "--out", blocker, "--no-progress")
+    assert code == 1 and "is a file, not a folder" in out and "Traceback" not in out
+
+
+def test_a_full_disk_while_writing_samples_keeps_the_old_ones(quick_run, tmp_path):
+    """A real write failure (RLIMIT_FSIZE, as a full disk): a clear error, the earlier samples.npz
+    byte for byte, no temporary file left."""
+    out = tmp_path / "s"
+    code, _ = invoke("sample", quick_run, "--n", 4, "--out", out, "--no-progress", "--seed", 1)
+    assert code == 0
+    before = (out / "samples.npz").read_bytes()
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000, 1_000))
+
+    result = subprocess.run([sys.executable, "-m", "gendiff", "sample", str(quick_run), "--n", "400", "--out", str(out),
+                             "--no-progress", "--seed", "2"], capture_output=True, text=True, preexec_fn=limit,
+                            timeout=300)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "could not write" in message and "intact" in message
+    assert (out / "samples.npz").read_bytes() == before
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_damaged_sample_files_are_clean_errors_and_a_damaged_cache_is_redrawn(quick_run, tmp_path):
+    (tmp_path / "not.npz").write_text("not a zip file")
+    code, out = invoke("eval", "fid", tmp_path / "not.npz", "--ref", "digits:train")
+    assert code == 1 and "is not a samples.npz" in out
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, samples=np.zeros((4, 8, 8, 1), np.uint8))
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:40])
+    code, out = invoke("eval", "fid", tmp_path / "cut.npz", "--ref", "digits:train")
+    assert code == 1 and "is not a samples.npz" in out
+    from gendiff.evaluation.inputs import run_samples
+
+    images, model, ckpt = run_samples(quick_run, 6, seed=5, progress=False)
+    cache = quick_run / "eval" / "samples" / "seed-5.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # damaged
+    with pytest.warns(UserWarning, match="sample cache .* is damaged"):
+        again, _, _ = run_samples(quick_run, 6, seed=5, progress=False)
+    assert np.array_equal(images, again)  # drawn again, the same seeded samples
+
+
+def test_sixteen_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from gendiff.datasets import ImageFolder
+    from gendiff.evaluation.inputs import load_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, value in enumerate((0, 32768, 65535)):
+        Image.fromarray(np.full((8, 8), value, np.uint16)).save(folder / f"{i}.png")
+    loaded = load_images(folder)
+    assert [int(loaded[i].mean()) for i in range(3)] == [0, 128, 255]
+    data = ImageFolder(str(folder), image_size=8, channels=1).load("train")
+    assert sorted(int(x.float().mean()) for x in data) == [0, 128, 255]
+
+
+def test_broken_plugin_components_are_named(tmp_path):
+    from gendiff.backbones import Backbone
+    from gendiff.parameterizations import EpsParameterization
+
+    class Exploding(EpsParameterization):
+        name = "exploding"
+
+        def __init__(self):
+            raise RuntimeError("cannot allocate the lookup table")
+
+    from gendiff.component import construct
+
+    with pytest.raises(GendiffError, match=r"parameterization 'exploding' \(from .*test_hostile\) could not be created: "
+                                           r"RuntimeError: cannot allocate"):
+        construct(Exploding, "parameterization", {})
+
+    class FailingNet(torch.nn.Module):
+        def forward(self, x, t):
+            raise RuntimeError("CUDA kernel missing")
+
+    recipe = {"schedule": {"name": "linear", "timesteps": 10}, "parameterization": {"name": "eps"},
+              "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
+              "data": {"shape": [1, 4, 4], "levels": 256}}
+    with pytest.raises(GendiffError, match=r"failed on a blank input .*RuntimeError: CUDA kernel missing"):
+        gendiff.build(recipe, model=FailingNet())
+    assert Backbone  # the family a plugin's network subclasses
+
+
+def test_a_renamed_checkpoint_folder_is_not_trusted(tmp_path):
+    from gendiff.runner import run
+
+    run(QUICK, [*TINY, "train.steps=4", "train.checkpoint_every=2", "train.keep_checkpoints=0"], out=tmp_path / "r",
+        progress=False)
+    ckpts = tmp_path / "r" / "checkpoints"
+    shutil.copytree(ckpts / "step-2", ckpts / "step-10")  # another step's folder under a newer name
+    with pytest.warns(UserWarning, match="holds step 2, not the step its name says"):
+        latest = load_latest(tmp_path / "r")
+    assert latest.step == 4
