@@ -72,6 +72,16 @@ class TrainSummary:
     losses: list[float] = field(default_factory=list)
 
 
+def check_finite(folder: RunFolder, step: int, **nets: torch.nn.Module) -> None:
+    """Refuse to checkpoint weights that hold NaN or inf: a checkpoint never looks good and isn't."""
+    for what, net in nets.items():
+        bad = [name for name, p in net.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            label = "EMA weights" if what == "ema" else what
+            raise folder.non_finite(f"{label} ({bad[0]}{' and others' if len(bad) > 1 else ''})", "non-finite", step,
+                                    before_update=False)
+
+
 class TrainingStopped(TrainingError):
     """Training was stopped by SIGTERM or SIGINT after saving a checkpoint of the step it finished."""
 
@@ -159,11 +169,7 @@ class Trainer:
         self.console.print(f"resuming from {ckpt.path} (step {self.step})")
 
     def _save(self, data: DataStream) -> Path:
-        for what, net in (("weights", self.model.backbone), ("EMA weights", self.ema.net)):
-            bad = [name for name, p in net.named_parameters() if not bool(torch.isfinite(p).all())]
-            if bad:  # never a checkpoint that looks good and holds NaN
-                raise self.folder.non_finite(f"{what} ({bad[0]}{' and others' if len(bad) > 1 else ''})", "non-finite",
-                                             self.step, before_update=False)
+        check_finite(self.folder, self.step, weights=self.model.backbone, ema=self.ema.net)
         epoch, index = data.position(self.step)
         state = {
             "step": self.step,
@@ -231,7 +237,6 @@ class Trainer:
         progress = Progress("training", cfg.steps, self.console, self.show_progress, every=cfg.log_every,
                             completed=self.step, loss=float("nan"), ips=0.0)
         batches = data.batches(self.step, end)
-        saved_at = None
         try:
             with progress, StopSignals() as signals:
                 while self.step < end:
@@ -251,16 +256,12 @@ class Trainer:
                     progress.update(self.step, loss=shown, ips=ips)
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.main:
                         self._sample_grid()
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                        last_ckpt, saved_at = self._save(data), self.step
+                    stop = self.dist.share(signals.received) if self.dist.active else signals.received
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
+                        last_ckpt = self._save(data)  # on SIGTERM / Ctrl-C too: this step, then stop
                         self.events.emit("gendiff_checkpoint_written", run=self.run_info, step=self.step,
                                          path=last_ckpt)
-                    stop = self.dist.share(signals.received) if self.dist.active else signals.received
-                    if stop:  # SIGTERM (a scheduler's notice) or Ctrl-C: save this step and stop
-                        if saved_at != self.step:
-                            last_ckpt, saved_at = self._save(data), self.step
-                            self.events.emit("gendiff_checkpoint_written", run=self.run_info, step=self.step,
-                                             path=last_ckpt)
+                    if stop:
                         raise TrainingStopped(f"stopped by {stop} after step {self.step}: the checkpoint {last_ckpt} "
                                               f"is written; continue with --resume.")
         finally:
