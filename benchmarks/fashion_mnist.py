@@ -49,7 +49,20 @@ def floor(args) -> None:
         print(f"| {label} | {r['samples']:,} | {r['fid']:.3f} | {r['kid_mean']:.5f} |")
 
 
+def training_seconds(out: Path) -> float:
+    """The training time of a run folder over all its sessions: metrics.jsonl's "time" restarts at
+    each (re)start, so the last value of each rising stretch is summed."""
+    times = [json.loads(line)["time"] for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    total, last = 0.0, 0.0
+    for t in times:
+        if t < last:
+            total += last
+        last = t
+    return total + last
+
+
 def run_recipe(args) -> None:
+    from gendiff.checkpoint import list_checkpoints
     from gendiff.images import grid, save_png, to_uint8
     from gendiff.runner import run
     from gendiff.runs import generate, load_run
@@ -57,14 +70,17 @@ def run_recipe(args) -> None:
 
     raw, _ = load_recipe(args.recipe)
     steps = raw.get("train", {}).get("steps", 800_000)
-    print("| steps | training + final samples (s) | FID vs test | KID vs test | classifier score |")
-    print("|---|---|---|---|---|")
+    print("| steps | this call (s) | training, all sessions (s) | FID vs test | KID vs test | classifier score |")
+    print("|---|---|---|---|---|---|")
     for k in args.scale:
         out = Path(args.out) / f"x{k:g}"
+        target = int(steps * k)
         start = time.perf_counter()
-        if not (out / "checkpoints").is_dir():
-            run(args.recipe, [f"train.steps={int(steps * k)}"], out=out, progress=False)
+        done = max((s for s, _ in list_checkpoints(out)), default=0)
+        if done < target:  # train, or go on training a folder that a killed session left (bit for bit)
+            run(args.recipe, [f"train.steps={target}"], out=out, progress=False, resume=done > 0)
         seconds = time.perf_counter() - start
+        trained = training_seconds(out)  # every session's training time, from metrics.jsonl
         model, _ = load_run(out)
         x = generate(model, args.n, seed=0, progress=False)
         pictures = to_uint8(x, model.levels)
@@ -74,8 +90,9 @@ def run_recipe(args) -> None:
         space = space_for(dataset.name, dataset.shape[1])
         r = fidelity(pictures, test, f"gendiff-{dataset.name}-{dataset.shape[1]}-test", space.name, dataset=dataset)
         (out / "eval").mkdir(exist_ok=True)
-        (out / "eval" / "fid-test-benchmark.json").write_text(json.dumps({**r, "seconds": seconds}, indent=1))
-        print(f"| {int(steps * k):,} | {seconds:.0f} | {r['fid']:.3f} | {r['kid_mean']:.5f} | "
+        (out / "eval" / "fid-test-benchmark.json").write_text(json.dumps({**r, "seconds": seconds,
+                                                                          "training_seconds": trained}, indent=1))
+        print(f"| {target:,} | {seconds:.0f} | {trained:.0f} | {r['fid']:.3f} | {r['kid_mean']:.5f} | "
               f"{r.get('inception_score_mean', float('nan')):.3f} |")
 
 
