@@ -255,34 +255,33 @@ def _diffusers_version() -> str:
 def name_pairs(net: nn.Module) -> list[tuple[str, str, str]]:
     """(gendiff module, diffusers module, kind) for every layer of gendiff's ``unet``; kind is
     ``res``, ``attn``, ``conv``, ``norm`` or ``linear``."""
-    from .backbones.unet import AttnBlock, Downsample, ResBlock, _Upsample
+    from .backbones.unet import Downsample, _Upsample
 
     pairs = [("temb.0", "time_embedding.linear_1", "linear"), ("temb.2", "time_embedding.linear_2", "linear"),
              ("conv_in", "conv_in", "conv")]
-    level, j = 0, 0
-    for k, layers in enumerate(net.down):
-        if isinstance(layers[0], Downsample):
-            pairs.append((f"down.{k}.0", f"down_blocks.{level}.downsamplers.0.conv", "conv"))
-            level, j = level + 1, 0
-            continue
-        pairs.append((f"down.{k}.0", f"down_blocks.{level}.resnets.{j}", "res"))
-        if len(layers) > 1:
-            pairs.append((f"down.{k}.1", f"down_blocks.{level}.attentions.{j}", "attn"))
-        j += 1
+    pairs += _path_pairs(net.down, "down", Downsample, "downsamplers.0.conv", "0")
     pairs += [("mid.0", "mid_block.resnets.0", "res"), ("mid.1", "mid_block.attentions.0", "attn"),
               ("mid.2", "mid_block.resnets.1", "res")]
-    level, j = 0, 0
-    for k, layers in enumerate(net.up):
-        if isinstance(layers[0], _Upsample):
-            pairs.append((f"up.{k}.0.conv", f"up_blocks.{level}.upsamplers.0.conv", "conv"))
+    pairs += _path_pairs(net.up, "up", _Upsample, "upsamplers.0.conv", "0.conv")
+    pairs += [("norm_out", "conv_norm_out", "norm"), ("conv_out", "conv_out", "conv")]
+    return pairs
+
+
+def _path_pairs(path, side: str, resample: type, resample_name: str, resample_module: str) -> list[tuple[str, str, str]]:
+    """The pairs of one path of the U-Net (``side`` "down" or "up"): per level, residual blocks
+    (with their attention, if any), then the level's resampling layer."""
+    from .backbones.unet import AttnBlock
+
+    pairs, level, j = [], 0, 0
+    for k, layers in enumerate(path):
+        if isinstance(layers[0], resample):
+            pairs.append((f"{side}.{k}.{resample_module}", f"{side}_blocks.{level}.{resample_name}", "conv"))
             level, j = level + 1, 0
             continue
-        assert isinstance(layers[0], ResBlock)
-        pairs.append((f"up.{k}.0", f"up_blocks.{level}.resnets.{j}", "res"))
+        pairs.append((f"{side}.{k}.0", f"{side}_blocks.{level}.resnets.{j}", "res"))
         if len(layers) > 1 and isinstance(layers[1], AttnBlock):
-            pairs.append((f"up.{k}.1", f"up_blocks.{level}.attentions.{j}", "attn"))
+            pairs.append((f"{side}.{k}.1", f"{side}_blocks.{level}.attentions.{j}", "attn"))
         j += 1
-    pairs += [("norm_out", "conv_norm_out", "norm"), ("conv_out", "conv_out", "conv")]
     return pairs
 
 
