@@ -45,6 +45,89 @@ def eight_bit(img):
     return Image.fromarray(np.clip(np.round(values * (255 / top)), 0, 255).astype(np.uint8), "L")
 
 
+#: the largest picture gendiff decodes (PIL's own warning threshold, about 89 megapixels: a
+#: decompression bomb a few kB on disk would otherwise take gigabytes of memory)
+MAX_PIXELS = 89_478_485
+
+
+class PictureError(ValueError):
+    """A file that is not a usable picture; ``kind`` says why, for counting ("unreadable",
+    "truncated", "too large")."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _opened(file: Path):
+    """PIL's lazy image of ``file`` (header only), refusing pictures above MAX_PIXELS before any
+    pixel is decoded."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(file)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PictureError("too large", f"{file} is larger than {MAX_PIXELS:,} pixels") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for files that are not pictures
+        raise PictureError("unreadable", f"{file} is not a readable picture ({exc})") from None
+    if img.size[0] * img.size[1] > MAX_PIXELS:
+        img.close()
+        raise PictureError("too large", f"{file} is {img.size[0]}x{img.size[1]}, more than {MAX_PIXELS:,} pixels")
+    return img
+
+
+def check_picture(file: Path) -> None:
+    """Raise :class:`PictureError` unless ``file`` is a whole, readable picture of sane size.
+    PNGs are checked chunk by chunk against their CRCs (a truncated or altered file fails; no
+    pixel is decoded); other formats (JPEG) are decoded at reduced scale (``draft``)."""
+    img = _opened(file)
+    try:
+        if img.format == "PNG":
+            img.verify()
+        else:
+            img.draft(img.mode, (64, 64))
+            img.load()
+    except PictureError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PictureError("truncated", f"{file} is truncated or damaged ({exc})") from None
+    finally:
+        img.close()
+
+
+def read_picture(file: Path, mode: str | None = None):
+    """The decoded picture in ``file`` as an 8-bit PIL image: 16-bit grey scaled (:func:`eight_bit`),
+    transparency (RGBA, LA, a palette or colour key with a transparent entry) composited onto
+    white, then converted to ``mode`` ("L" or "RGB"; None: "L" for grey pictures, else "RGB").
+    Raises :class:`PictureError` for anything that is not such a picture (never decodes one
+    larger than MAX_PIXELS)."""
+    from PIL import Image
+
+    img = _opened(file)
+    try:
+        with img:
+            img.load()
+            picture = eight_bit(img)
+            grey = picture.mode in ("1", "L", "LA", "I", "F") or (picture.mode == "P" and _grey_palette(picture))
+            if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
+                rgba = picture.convert("RGBA")
+                picture = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            return picture.convert(mode or ("L" if grey else "RGB"))
+    except PictureError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PictureError("truncated", f"{file} cannot be decoded ({exc})") from None
+
+
+def _grey_palette(img) -> bool:
+    palette = np.asarray(img.getpalette() or [], dtype=np.int64)[: 3 * 256].reshape(-1, 3)
+    return bool(len(palette)) and bool((palette == palette[:, :1]).all())
+
+
 def save_png(picture: np.ndarray, path: Path, scale: int = 1) -> None:
     """Write a uint8 (H, W, C) picture as PNG (C = 1 grey, C = 3 RGB), enlarged ``scale`` times."""
     from PIL import Image

@@ -84,7 +84,7 @@ def test_cifar10_uses_the_data_root_variable(tmp_path, monkeypatch):
 
 def test_image_folder_crops_resizes_converts_and_counts_unreadable_files(tmp_path):
     folder = make_image_folder(tmp_path / "imgs", n=6, bad=2)
-    with pytest.warns(UserWarning, match="skipped 2 unreadable"):
+    with pytest.warns(UserWarning, match="skipped 2 file.*2 unreadable"):
         rgb = ImageFolder(path=str(folder), image_size=16, channels=3).load("train")
     assert rgb.shape == (6, 3, 16, 16) and rgb.dtype == torch.uint8
     with warnings.catch_warnings():
@@ -100,7 +100,8 @@ def test_image_folder_centre_crop_keeps_the_middle(tmp_path):
     arr = np.zeros((10, 30), dtype=np.uint8)
     arr[:, 10:20] = 255  # a white square in the middle of a wide image
     (tmp_path / "x").mkdir()
-    Image.fromarray(arr, "L").save(tmp_path / "x" / "a.png")
+    for name in ("a.png", "b.png"):
+        Image.fromarray(arr, "L").save(tmp_path / "x" / name)
     out = ImageFolder(path=str(tmp_path / "x"), image_size=10, channels=1).load("train")
     assert int(out.min()) == 255
 
@@ -109,7 +110,7 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(DatasetUnavailableError, match="does not exist"):
         ImageFolder(path=str(tmp_path / "absent")).load("train")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetUnavailableError, match="no readable"):
+    with pytest.raises(DatasetUnavailableError, match="holds 0 usable"):
         ImageFolder(path=str(tmp_path / "empty")).load("train")
     with pytest.raises(ValueError, match="channels"):
         ImageFolder(path="x", channels=2)

@@ -182,3 +182,111 @@ def test_a_renamed_checkpoint_folder_is_not_trusted(tmp_path):
     with pytest.warns(UserWarning, match="holds step 2, not the step its name says"):
         latest = load_latest(tmp_path / "r")
     assert latest.step == 4
+
+
+def png_bomb(path: Path, side: int) -> None:
+    """A valid grey PNG of side x side black pixels, written row block by row block (its file is
+    a few hundred kB; decoding it would take side**2 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, body, rows = zlib.compressobj(9), [], b"\0" * ((side + 1) * 500)
+    for _ in range(side // 500):
+        body.append(packer.compress(rows))
+    body.append(packer.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(body)) + chunk(b"IEND", b""))
+
+
+def hostile_folder(folder: Path) -> dict[str, list[str]]:
+    """Every kind of file an image folder may hold; returns what must be skipped, by kind."""
+    from PIL import Image
+
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "good.png")
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(folder / "sub" / "good.jpg")
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(folder / "sixteen.png")
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:, :4] = (0, 0, 255, 255)   # left half opaque blue, right half fully transparent red
+    rgba[:, 4:] = (255, 0, 0, 0)
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.stack([np.zeros((8, 8)), np.full((8, 8), 128)], -1).astype(np.uint8), "LA").save(folder / "la.png")
+    palette = Image.fromarray(np.tile(np.arange(4, dtype=np.uint8), (8, 2)), "P")
+    palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30])
+    palette.save(folder / "palette.png")
+    palette.save(folder / "palette-transparent.png", transparency=3)  # entry 3 transparent
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.png").write_text("not a picture at all")
+    (folder / "notes.txt").write_text("no image suffix: not even looked at")
+    whole = (folder / "good.png").read_bytes()
+    (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    jpeg = (folder / "sub" / "good.jpg").read_bytes()
+    (folder / "sub" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    png_bomb(folder / "bomb.png", 10_000)   # 100 megapixels: above the limit, PIL only warns
+    png_bomb(folder / "bigger.png", 14_000)  # 196 megapixels: PIL itself refuses it
+    (folder / "loop-a.png").symlink_to(folder / "loop-b.png")
+    (folder / "loop-b.png").symlink_to(folder / "loop-a.png")
+    (folder / "gone.png").symlink_to(folder / "absent.png")
+    (folder / "sub" / "up").symlink_to(folder)  # a folder loop: read once, nothing counted twice
+    return {"unreadable": ["text.png", "zero.png"], "truncated": ["sub/truncated.jpg", "truncated.png"],
+            "too large": ["bigger.png", "bomb.png"], "links leading nowhere or in a loop": ["gone.png", "loop-a.png", "loop-b.png"]}
+
+
+def test_a_hostile_image_folder_is_read_as_the_pictures_say_and_the_rest_counted(tmp_path):
+    import warnings
+
+    from gendiff.datasets import ImageFolder
+
+    skipped = hostile_folder(tmp_path / "imgs")
+    data = ImageFolder(str(tmp_path / "imgs"), image_size=8, channels=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = data.split_files("train")
+    assert len(caught) == 1  # one counted warning for everything skipped
+    message = str(caught[0].message)
+    assert message.startswith(f"skipped 9 file(s) in {tmp_path / 'imgs'}: ")
+    for kind, names in skipped.items():
+        assert f"{len(names)} {kind} ({', '.join(names)})" in message
+    names = [str(f.relative_to(tmp_path / "imgs")) for f in files]
+    assert names == ["good.png", "la.png", "palette-transparent.png", "palette.png", "rgba.png", "sixteen.png",
+                     "sub/good.jpg"]  # the folder loop sub/up is not walked twice
+    pictures = dict(zip(names, data.load("train").permute(0, 2, 3, 1).numpy()))
+    assert (pictures["rgba.png"][:, :4] == (0, 0, 255)).all()          # opaque: as it is
+    assert (pictures["rgba.png"][:, 5:] == 255).all()                  # transparent: white, not red
+    assert (abs(pictures["la.png"].astype(int) - 127) <= 1).all()       # black at half opacity on white
+    assert (pictures["palette.png"][:, 0] == (255, 0, 0)).all() and (pictures["palette.png"][:, 2] == (0, 0, 255)).all()
+    assert (pictures["palette-transparent.png"][:, 3] == 255).all()   # the transparent entry: white
+    assert (pictures["sixteen.png"] == 128).all()                     # 16-bit 50% grey stays 50% grey
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_an_image_folder_with_fewer_than_two_pictures_is_refused(tmp_path, count):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"")
+    for i in range(count):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"{i}.png")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(QUICK.read_text().replace('name = "digits"', f'name = "image-folder"\npath = "{folder}"\nimage_size = 8\nchannels = 1'))
+    code, out = invoke("run", recipe, "--out", tmp_path / "run", *[a for s in TINY for a in ("--set", s)], "--set", "train.steps=1")
+    assert code == 1 and "Traceback" not in out
+    assert f"the image folder {folder} holds {count} usable PNG or JPEG picture(s) (1 skipped, see the warning)" in out
+    assert "skipped 1 file(s)" in out and "1 unreadable (broken.png)" in out
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_hostile_image_folder_trains_from_the_command_line(tmp_path):
+    hostile_folder(tmp_path / "imgs")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(QUICK.read_text().replace('name = "digits"', f'name = "image-folder"\npath = "{tmp_path / "imgs"}"\nimage_size = 8\nchannels = 3'))
+    code, out = invoke("run", recipe, "--out", tmp_path / "run", *[a for s in TINY for a in ("--set", s)],
+                       "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "eval.samples=2")
+    assert code == 0, out
+    assert "Traceback" not in out and out.count("skipped 9 file(s)") >= 1
+    assert (tmp_path / "run" / "checkpoints" / "step-2").is_dir()

@@ -23,13 +23,22 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def say_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one plain line on stderr ("warning: ..."), not Python's file:line format."""
+    if os.environ.get("RANK", "0") == "0":
+        err_console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(message))}", highlight=False)
+
+
 def friendly(func):
-    """Turn a :class:`GendiffError` inside a command into one paragraph on stderr and exit 1."""
+    """Turn a :class:`GendiffError` inside a command into one paragraph on stderr and exit 1;
+    warnings are said in one plain line each."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = say_warning
+                return func(*args, **kwargs)
         except GendiffError as exc:
             if os.environ.get("RANK", "0") == "0":  # in a torchrun job, rank 0 speaks for all
                 err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -16,8 +17,12 @@ from .base import Dataset, DatasetUnavailableError, Source
 class ImageFolder(Dataset):
     """Every PNG/JPEG image under ``path`` (recursively), centre-cropped to a square, resized to
     ``image_size`` and converted to grey (``channels = 1``) or RGB (``channels = 3``); K = 256.
-    Files that cannot be read are skipped and counted in one warning. ``test_fraction`` of the
-    images (a fixed seeded choice) form the test split."""
+    Transparent pixels (RGBA, palettes with a transparent entry) are composited onto white; 16-bit
+    grey is scaled to 8 bits. Files that are not whole pictures (unreadable, non-image, zero-byte,
+    truncated or damaged), pictures above :data:`~gendiff.images.MAX_PIXELS` (decompression bombs)
+    and links that lead nowhere or loop are skipped and counted in one warning; linked folders are
+    followed, each folder read once. At least 2 usable pictures are needed. ``test_fraction`` of
+    the images (a fixed seeded choice) form the test split."""
 
     name = "image-folder"
     levels = 256
@@ -35,30 +40,65 @@ class ImageFolder(Dataset):
         self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
         self.test_fraction, self.seed = float(test_fraction), seed
         self.shape = (channels, image_size, image_size)
+        self._usable: list[Path] | None = None
 
-    def files(self) -> list[Path]:
+    def files(self) -> tuple[list[Path], list[str]]:
+        """Every file under ``path`` with a PNG/JPEG suffix, in a fixed order, and the links that
+        lead nowhere (broken, or a loop of symbolic links). Linked folders are followed; a folder
+        reached twice (a link loop) is read once."""
         if not self.path.is_dir():
             raise DatasetUnavailableError(f"image folder {self.path} does not exist or is not a folder")
-        return sorted(p for p in self.path.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
+        found, dead, seen, stack = [], [], set(), [self.path]
+        while stack:
+            folder = stack.pop()
+            try:
+                key = (folder.stat().st_dev, folder.stat().st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                dead.append(str(folder.relative_to(self.path)))
+                continue
+            for entry in reversed(entries):
+                path = Path(entry.path)
+                if entry.is_symlink() and not path.exists():  # broken, or a loop (ELOOP)
+                    dead.append(str(path.relative_to(self.path)))
+                elif entry.is_dir():
+                    stack.append(path)
+                elif entry.name.lower().endswith(self.suffixes) and entry.is_file():
+                    found.append(path)
+        return sorted(found), sorted(dead)
 
     def split_files(self, split: str) -> list[Path]:
-        """The files of a split: the readable images (their headers parse; the others are skipped
-        and counted in one warning), a fixed seeded ``test_fraction`` of them for test."""
-        from PIL import Image
+        """The files of a split: the whole, readable pictures of at most MAX_PIXELS pixels
+        (:func:`~gendiff.images.check_picture`; the others are skipped and counted in one
+        warning), a fixed seeded ``test_fraction`` of them for test. A folder with fewer than
+        two usable pictures is refused."""
+        from ..images import PictureError, check_picture
 
         self.check_split(split)
-        readable, bad = [], []
-        for file in self.files():
-            try:
-                with Image.open(file):
-                    readable.append(file)
-            except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted
-                bad.append(file.name)
-        if bad:
-            warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {self.path}: {', '.join(bad[:5])}"
-                          + (" ..." if len(bad) > 5 else ""), stacklevel=3)
-        if not readable:
-            raise DatasetUnavailableError(f"no readable PNG or JPEG images in {self.path}")
+        if self._usable is None:
+            files, dead = self.files()
+            usable, skipped = [], {"links leading nowhere or in a loop": dead} if dead else {}
+            for file in files:
+                try:
+                    check_picture(file)
+                    usable.append(file)
+                except PictureError as exc:
+                    skipped.setdefault(exc.kind, []).append(str(file.relative_to(self.path)))
+            if skipped:
+                count = sum(map(len, skipped.values()))
+                why = "; ".join(f"{len(names)} {kind} ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+                                for kind, names in skipped.items())
+                warnings.warn(f"skipped {count} file(s) in {self.path}: {why}", stacklevel=3)
+            if len(usable) < 2:
+                raise DatasetUnavailableError(
+                    f"the image folder {self.path} holds {len(usable)} usable PNG or JPEG picture(s)"
+                    + (f" ({sum(map(len, skipped.values()))} skipped, see the warning)" if skipped else "")
+                    + ": a dataset needs at least 2 (and at least train.batch_size for training)")
+            self._usable = usable
+        readable = self._usable
         n_test = int(round(len(readable) * self.test_fraction))
         order = np.random.default_rng(self.seed).permutation(len(readable))
         idx = np.sort(order[:n_test] if split == "test" else order[n_test:])
@@ -92,17 +132,15 @@ class FileSource(Source):
     def decode(self, file: Path) -> np.ndarray:
         from PIL import Image
 
-        from ..images import eight_bit
+        from ..images import PictureError, read_picture
 
         try:
-            with Image.open(file) as img:
-                img = eight_bit(img).convert("L" if self.channels == 1 else "RGB")
-                w, h = img.size
-                side = min(w, h)
-                left, top = (w - side) // 2, (h - side) // 2
-                img = img.crop((left, top, left + side, top + side))
-                img = img.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-                arr = np.asarray(img, dtype=np.uint8).reshape(self.image_size, self.image_size, self.channels)
-        except Exception as exc:  # noqa: BLE001 - a file that changed or broke after the run started
+            img = read_picture(file, "L" if self.channels == 1 else "RGB")
+        except PictureError as exc:  # a file that changed or broke after the run started
             raise DatasetUnavailableError(f"cannot decode the image {file}: {exc}") from None
-        return arr.transpose(2, 0, 1)
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+        img = img.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        return np.asarray(img, dtype=np.uint8).reshape(self.image_size, self.image_size, self.channels).transpose(2, 0, 1)

@@ -40,20 +40,16 @@ def load_images(path: Path) -> np.ndarray:
         return images
     if not path.is_dir():
         raise GendiffError(f"no samples at {path}: expected a run, a checkpoint, a samples.npz or a folder of images")
-    from PIL import Image
-
-    from ..images import eight_bit
+    from ..images import PictureError, read_picture
 
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise GendiffError(f"{path} holds no samples.npz and no PNG/JPEG images")
     arrays, shapes = [], {}
     for file in files:
-        try:
-            with Image.open(file) as img:
-                img = eight_bit(img)  # 16-bit grey scaled, not clipped
-                arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "LA") else "RGB"), dtype=np.uint8)
-        except Exception as exc:  # noqa: BLE001
+        try:  # 16-bit grey scaled, not clipped; transparency onto white; bombs refused
+            arr = np.asarray(read_picture(file), dtype=np.uint8)
+        except PictureError as exc:
             raise GendiffError(f"cannot read the image {file}: {exc}") from None
         arr = arr[..., None] if arr.ndim == 2 else arr
         shapes.setdefault(arr.shape, file.name)
