@@ -182,3 +182,42 @@ def test_a_classifier_below_its_bar_is_refused(tmp_path, monkeypatch):
     with pytest.raises(GendiffError, match="reached only .* test accuracy"):
         load_classifier(Space("mnist", 28, min_accuracy=0.9, epochs=1), ds)
     assert not list((tmp_path / "cache").glob("classifier-*"))  # nothing half-written cached
+
+
+def gzip_bomb(path: Path, size: int) -> None:
+    """A valid gzip file of ``size`` zero bytes, written in pieces (a few kB on disk)."""
+    import zlib
+
+    packer, piece = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS), b"\0" * 1_000_000
+    path.write_bytes(b"".join([*(packer.compress(piece) for _ in range(size // len(piece))), packer.flush()]))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("zero-byte", "holds content with MD5 d41d8cd98f00b204e9800998ecf8427e, not the official"),
+    ("truncated gzip", "cannot be read as a \\(gzipped\\) IDX file: the compressed stream is truncated"),
+    ("gzip bomb", "decompresses to more than the official train-labels-idx1-ubyte's 60,008 bytes"),
+    ("huge file", "is 10,000,000,000 bytes, larger than the official train-labels-idx1-ubyte \\(60,008 bytes"),
+    ("a folder", "train-labels-idx1-ubyte is not there and download = false"),
+    ("a symlink loop", "train-labels-idx1-ubyte is not there and download = false"),
+])
+def test_hostile_idx_files_are_refused_without_reading_them_whole(fake, kind, message):
+    root, _ = fake
+    target = root / "train-labels-idx1-ubyte.gz"
+    whole = target.read_bytes()
+    target.unlink()
+    if kind == "zero-byte":
+        target.write_bytes(b"")
+    elif kind == "truncated gzip":
+        target.write_bytes(whole[: len(whole) // 2])
+    elif kind == "gzip bomb":
+        gzip_bomb(target, 50_000_000)  # 50 MB inside (49 kB on disk), refused after 60,009 bytes
+    elif kind == "huge file":
+        with open(root / "train-labels-idx1-ubyte", "wb") as f:  # sparse: no disk used, never read
+            f.truncate(10_000_000_000)
+    elif kind == "a folder":
+        target.mkdir()
+    else:
+        target.symlink_to(root / "loop")
+        (root / "loop").symlink_to(target)
+    with pytest.raises(DatasetUnavailableError, match=message):
+        FashionMNIST(root=str(root), download=False).load("train")

@@ -19,8 +19,8 @@ U-Net applies unchanged.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import zlib
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,6 +33,10 @@ from .base import Dataset, DatasetUnavailableError, data_root, download
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801  # unsigned bytes, 3 and 1 dimensions
+#: the uncompressed size of each official file (MNIST's and Fashion-MNIST's are the same): nothing
+#: larger is read or decompressed, so a gzip bomb or a huge file in its place costs no memory
+RAW_SIZE = {"train-images-idx3-ubyte": 16 + 60_000 * 28 * 28, "train-labels-idx1-ubyte": 8 + 60_000,
+            "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28, "t10k-labels-idx1-ubyte": 8 + 10_000}
 
 
 class IDXError(DatasetUnavailableError):
@@ -57,6 +61,19 @@ def parse_idx(data: bytes, what: str, magic: int) -> np.ndarray:
         raise IDXError(f"{what} is {state}: its header promises {' x '.join(map(str, dims))} = {expected:,} bytes "
                        f"of data, it holds {len(body):,}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def gunzip(raw: bytes, limit: int, path: Path, name: str) -> bytes:
+    """The content of a gzip file, decompressed to at most ``limit`` bytes: more is refused
+    without being produced (a gzip bomb), and so is a stream that ends early (truncated)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    data = inflater.decompress(raw, limit + 1)
+    if len(data) > limit:
+        raise IDXError(f"{path} decompresses to more than the official {name}'s {limit:,} bytes: it is not that file "
+                       f"(or a gzip bomb); nothing more of it was decompressed")
+    if not inflater.eof:
+        raise IDXError(f"{path} cannot be read as a (gzipped) IDX file: the compressed stream is truncated")
+    return data
 
 
 class IDXDataset(Dataset):
@@ -118,10 +135,14 @@ class IDXDataset(Dataset):
 
     def read(self, path: Path, name: str) -> bytes:
         """The uncompressed bytes of ``path``, checked against the official MD5 of ``name``."""
+        limit = RAW_SIZE[name]
         try:
+            if path.stat().st_size > limit:
+                raise IDXError(f"{path} is {path.stat().st_size:,} bytes, larger than the official {name} "
+                               f"({limit:,} bytes uncompressed): it is not {self.name}'s file")
             raw = path.read_bytes()
-            data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            data = gunzip(raw, limit, path, name) if raw[:2] == b"\x1f\x8b" else raw
+        except (OSError, zlib.error) as exc:
             raise IDXError(f"{path} cannot be read as a (gzipped) IDX file: {exc}") from None
         actual = hashlib.md5(data).hexdigest()
         if actual != self.raw_md5[name]:
