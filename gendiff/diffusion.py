@@ -26,11 +26,22 @@ from torch import Tensor, nn
 
 from .bound import NLL, BoundMixin, BoundTerm, sum_flat
 from .conditioning import Conditioning
+from .errors import BackboneError, GendiffError
 from .objective import ObjectiveMixin
 from .parameterizations import Prediction
 from .time_samplers import Uniform
 
 __all__ = ["Diffusion", "NLL", "BoundTerm", "ReverseStep", "sum_flat"]
+
+
+def describe_network(net) -> str:
+    """"backbone 'NAME' (from MODULE)" for a network, seen through DDP's and torch.compile's wrappers."""
+    for _ in range(4):
+        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        net = inner
+    return f"backbone '{getattr(net, 'name', type(net).__name__)}' (from {type(net).__module__})"
 
 
 @dataclass
@@ -148,14 +159,37 @@ class Diffusion(BoundMixin, ObjectiveMixin, nn.Module):
         cond = self.cond if cond is None else cond
         x_in, t_in = self.schedule.model_input(x_t, t), self.schedule.network_time(t)
         if cond is None:
-            return self._split(self.backbone(x_in, t_in))
+            return self._split(self._run_backbone(x_in, t_in))
         cond = cond.expand(x_t.shape[0]) if len(cond) == 1 else cond
         if not self.guidance:
-            return self._split(self.backbone(x_in, t_in, cond))
+            return self._split(self._run_backbone(x_in, t_in, cond))
         null = torch.full_like(cond, self.conditioning.null)
-        both = self.backbone(torch.cat([x_in, x_in]), torch.cat([t_in, t_in]), torch.cat([cond, null]))
+        both = self._run_backbone(torch.cat([x_in, x_in]), torch.cat([t_in, t_in]), torch.cat([cond, null]))
         (head, var), (head_null, _) = (self._split(half) for half in both.chunk(2))
         return self.conditioning.guide(head, head_null, self.guidance), var
+
+    def _run_backbone(self, x_in: Tensor, *rest: Tensor) -> Tensor:
+        """The backbone's output for one batch, checked: a backbone (a plugin's included) that
+        raises, runs out of memory, or returns anything but a floating-point tensor of shape
+        (B, parameterization's + variance's channels, H, W) is a :class:`BackboneError` naming it."""
+        try:
+            out = self.backbone(x_in, *rest)
+        except GendiffError:
+            raise
+        except torch.OutOfMemoryError:
+            raise BackboneError(f"{describe_network(self.backbone)} ran out of memory on a batch of {len(x_in)}: "
+                                f"use a smaller batch (train.batch_size, or --batch-size when sampling or "
+                                f"evaluating)") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a plugin's network raises is named, not a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BackboneError(f"{describe_network(self.backbone)} failed on an input of shape {tuple(x_in.shape)}"
+                                f" ({type(exc).__name__}{': ' + first if first else ''})") from exc
+        expected = (len(x_in), sum(self.output_split), *self.data_shape[1:])
+        if not isinstance(out, Tensor) or tuple(out.shape) != expected or not out.is_floating_point():
+            got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+            raise BackboneError(f"{describe_network(self.backbone)} returned {got} for an input of shape "
+                                f"{tuple(x_in.shape)}; it must return a floating-point tensor of shape {expected}")
+        return out
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.output_split[1] == 0:

@@ -48,3 +48,8 @@ class RecipeError(GendiffError):
 
 class TrainingError(GendiffError):
     """Training cannot go on (a non-finite loss, an unusable run folder, nothing to resume, no device)."""
+
+
+class BackboneError(GendiffError):
+    """A network (a plugin's included) failed or returned something unusable while the model ran;
+    the message names it and its module. Nothing is written for the step or batch it failed on."""

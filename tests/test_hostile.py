@@ -4,6 +4,7 @@ Each ends in one clear message (exit 1 from the CLI) with nothing already writte
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import signal
@@ -290,3 +291,107 @@ def test_a_hostile_image_folder_trains_from_the_command_line(tmp_path):
     assert code == 0, out
     assert "Traceback" not in out and out.count("skipped 9 file(s)") >= 1
     assert (tmp_path / "run" / "checkpoints" / "step-2").is_dir()
+
+
+class Flaky:
+    """A plugin (as a package would ship it) with one backbone, ``flaky``, that misbehaves as
+    ``[backbone] fault`` says after its ``after``-th call (the build's probe is call 1; the
+    variable FLAKY_AFTER overrides ``after``)."""
+
+    from gendiff.hookspecs import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def gendiff_register_backbones():
+        from gendiff.backbones import Backbone
+
+        class FlakyNet(Backbone):
+            name = "flaky"
+
+            def __init__(self, in_channels, out_channels, image_size, fault="raise", after=1):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1)
+                self.fault, self.after, self.calls = fault, after, 0
+
+            def forward(self, x, t):
+                self.calls += 1
+                out = self.conv(x)
+                if self.calls <= int(os.environ.get("FLAKY_AFTER", self.after)):
+                    return out
+                if self.fault == "raise":
+                    raise RuntimeError("the custom kernel hit an illegal address")
+                if self.fault == "shape":
+                    return out[..., :-1]
+                if self.fault == "int":
+                    return out.long()
+                if self.fault == "float64":
+                    return out.double()
+                return out * float("nan")
+
+        return [FlakyNet]
+
+
+def use_flaky(monkeypatch) -> None:
+    import gendiff.plugins as plugins
+
+    monkeypatch.setattr(plugins, "_default", plugins.create_plugin_system([("flaky-plugin", Flaky)], autoload=False))
+
+
+def flaky_recipe(tmp_path, fault, after) -> Path:
+    recipe = tmp_path / "flaky.toml"
+    text = QUICK.read_text()
+    start, end = text.index("[backbone]"), text.index("[sampler]")
+    recipe.write_text(text[:start] + f'[backbone]\nname = "flaky"\nfault = "{fault}"\nafter = {after}\n\n' + text[end:])
+    return recipe
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("raise", r"backbone 'flaky' \(from test_hostile\) failed on an input of shape \(8, 1, 8, 8\) "
+              r"\(RuntimeError: the custom kernel hit an illegal address\)"),
+    ("shape", r"backbone 'flaky' \(from test_hostile\) returned \(8, 1, 8, 7\) torch.float32 for an input of shape "
+              r"\(8, 1, 8, 8\); it must return a floating-point tensor of shape \(8, 1, 8, 8\)"),
+    ("int", r"backbone 'flaky' \(from test_hostile\) returned \(8, 1, 8, 8\) torch.int64"),
+])
+def test_a_plugin_backbone_failing_in_training_is_named_and_loses_nothing(tmp_path, monkeypatch, fault, message):
+    use_flaky(monkeypatch)
+    recipe = flaky_recipe(tmp_path, fault, after=3)  # the probe, steps 1 and 2 work; step 3 fails
+    code, out = invoke("run", recipe, "--out", tmp_path / "r", *[a for s in TINY if not s.startswith("backbone")
+                                                                   for a in ("--set", s)],
+                       "--set", "train.steps=5", "--set", "train.checkpoint_every=2")
+    assert code == 1 and "Traceback" not in out, out
+    import re
+
+    assert re.search(message, out), out
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [2]  # step 2's checkpoint, intact and verified
+    assert not (tmp_path / "r" / ".lock").exists()
+    code, out = invoke("run", tmp_path / "r", "--resume", "--set", "backbone.after=1000")
+    assert code == 1 and "backbone.after" in out  # a resume with another network setting is refused by key
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("raise", r"backbone 'flaky' \(from test_hostile\) failed on an input of shape \(3, 1, 8, 8\) \(RuntimeError"),
+    ("nan", r"returned NaN or inf in 3 of 3 samples"),
+])
+def test_a_plugin_backbone_failing_while_sampling_is_named_and_keeps_the_old_samples(tmp_path, monkeypatch, fault,
+                                                                                     message):
+    use_flaky(monkeypatch)
+    recipe = flaky_recipe(tmp_path, fault, after=10**6)
+    code, out = invoke("run", recipe, "--out", tmp_path / "r", *[a for s in TINY if not s.startswith("backbone")
+                                                                   for a in ("--set", s)], "--set", "train.steps=1")
+    assert code == 0, out
+    code, out = invoke("sample", tmp_path / "r", "--n", 3, "--out", tmp_path / "s")
+    assert code == 0, out
+    before = (tmp_path / "s" / "samples.npz").read_bytes()
+    monkeypatch.setenv("FLAKY_AFTER", "1")  # from now on every call after the probe misbehaves
+    code, out = invoke("sample", tmp_path / "r", "--n", 3, "--out", tmp_path / "s")
+    import re
+
+    assert code == 1 and "Traceback" not in out and re.search(message, out), out
+    assert (tmp_path / "s" / "samples.npz").read_bytes() == before
+
+
+def test_a_plugin_backbone_returning_another_precision_is_refused_at_build(tmp_path, monkeypatch):
+    use_flaky(monkeypatch)
+    code, out = invoke("run", flaky_recipe(tmp_path, "float64", after=0), "--dry-run")
+    assert code == 1 and "Traceback" not in out
+    assert "returns torch.float64 for an input of torch.float32" in out
