@@ -16,6 +16,7 @@ checkpoint or none. Reading checks every file against the manifest.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -74,7 +75,7 @@ def save_checkpoint(
     state: dict[str, Any], recipe_text: str,
 ) -> Path:
     """Write ``RUN/checkpoints/step-{step}`` atomically; return its path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{step}"
@@ -84,9 +85,13 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
-        torch.save(state, tmp / "state.pt")
+        # serialised in memory, written by Python: a full disk is the operating system's own words
+        # ("No space left on device"), not a serialiser's internal message
+        (tmp / "model.safetensors").write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model.items()}))
+        (tmp / "ema.safetensors").write_bytes(save({k: v.detach().cpu().contiguous() for k, v in ema.items()}))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        (tmp / "state.pt").write_bytes(buffer.getbuffer())
         (tmp / "recipe.toml").write_text(recipe_text)
         manifest = {name: _sha256(tmp / name) for name in FILES}
         (tmp / "manifest.json").write_text(json.dumps({"step": step, "sha256": manifest}, indent=1))

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -22,14 +21,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         what = "does not exist" if not Path(run_dir).exists() else "has no metrics.jsonl (is it a run folder?)"
         raise GendiffError(f"{run_dir} {what}; gendiff plot reads the metrics.jsonl that gendiff run writes.")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
+    from .files import json_lines
+
+    rows = [row for row in json_lines(path)[0] if isinstance(row.get("step"), int)]  # damaged lines skipped
     if not rows:
         raise GendiffError(f"{path} has no logged step yet; nothing to plot.")
     return sorted(rows, key=lambda r: r["step"])
@@ -74,7 +68,10 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(f"{Path(run_dir).name}: {rows[-1]['step']:,} steps", fontsize=10)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    from .files import write_png
+
+    try:
+        write_png(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))  # atomic: a whole figure or the old one
+    finally:
+        plt.close(fig)
     return out

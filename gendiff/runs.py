@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -187,6 +188,10 @@ def check_sample_count(model: Diffusion, n: int, option: str = "--n") -> None:
                            f"different --seed values.")
 
 
+#: the PNGs write_samples names (0.png, 017.png, ...): replaced as a set, with samples.npz
+SAMPLE_PNG = re.compile(r"[0-9]+\.png")
+
+
 def figures_folder(out: str | os.PathLike) -> Path:
     """Where ``gendiff sample --out DIR`` puts its figures (grid, progressive, completions): the
     sibling folder ``DIR-figures``, so that DIR holds only the samples and any tool that reads a
@@ -202,21 +207,29 @@ def write_samples(x: torch.Tensor, levels: int, out: str | os.PathLike, grid_pat
     conditional model; "levels") in ``out``, nothing else; and a grid of them at ``grid_path``
     (default: ``figures_folder(out) / "grid.png"``), one labelled row per class when there are
     labels. Returns the uint8 pictures."""
-    from .files import write_npz, writable_folder
+    from PIL import Image
+
+    from .files import replace_files, writable_folder
 
     out = writable_folder(out, "the samples' folder")
     grid_path = Path(grid_path) if grid_path is not None else figures_folder(out) / "grid.png"
     writable_folder(grid_path.parent, "the figures' folder")
     pictures = to_uint8(x, levels)
     extra = {} if labels is None else {"labels": np.asarray(labels, dtype=np.int64)}
-    write_npz(out / "samples.npz", samples=pictures, levels=levels, **extra)
+    width = len(str(len(pictures) - 1))
+
+    def write(tmp: Path) -> None:
+        for i, picture in enumerate(pictures):
+            Image.fromarray(picture[..., 0] if picture.shape[2] == 1 else picture).save(tmp / f"{i:0{width}d}.png")
+        with open(tmp / "samples.npz", "wb") as fh:
+            np.savez_compressed(fh, samples=pictures, levels=levels, **extra)
+
+    # the set as a whole: an earlier, larger set leaves no numbered PNG behind, a failure leaves the old set
+    replace_files(out, write, lambda name: name == "samples.npz" or SAMPLE_PNG.fullmatch(name) is not None)
     scale = max(1, 64 // pictures.shape[1])
     if labels is None:
         save_png(grid(pictures[:256]), grid_path, scale=scale)
     else:
         per_row = max(1, min(16, len(pictures) // len(set(np.asarray(labels).tolist()))))
         class_grid(pictures, labels, names or class_names(int(np.max(labels)) + 1), per_row, grid_path, scale)
-    width = len(str(len(pictures) - 1))
-    for i, picture in enumerate(pictures):
-        save_png(picture, out / f"{i:0{width}d}.png")
     return pictures

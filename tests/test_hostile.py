@@ -4,6 +4,7 @@ Each ends in one clear message (exit 1 from the CLI) with nothing already writte
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -395,3 +396,92 @@ def test_a_plugin_backbone_returning_another_precision_is_refused_at_build(tmp_p
     code, out = invoke("run", flaky_recipe(tmp_path, "float64", after=0), "--dry-run")
     assert code == 1 and "Traceback" not in out
     assert "returns torch.float64 for an input of torch.float32" in out
+
+
+def limited(args: list, limit: int) -> tuple[int, str]:
+    """``gendiff ARGS`` in a subprocess whose every file may hold at most ``limit`` bytes
+    (RLIMIT_FSIZE: a write past it fails with EFBIG, as a full disk fails with ENOSPC)."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, "-m", "gendiff", *map(str, args), "--no-progress"], capture_output=True,
+                            text=True, preexec_fn=apply, timeout=300, env={**os.environ, "COLUMNS": "500"})
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_at_the_end_of_a_run_keeps_the_earlier_final_samples(tmp_path):
+    """The final samples of `gendiff run` (PNGs and samples.npz) are replaced as a set: a write
+    failure leaves the earlier set whole, not 400 new PNGs among 4 old ones."""
+    code, out = invoke("run", QUICK, "--out", tmp_path / "r", *[a for s in TINY for a in ("--set", s)],
+                       "--set", "train.steps=2")
+    assert code == 0, out
+    final = tmp_path / "r" / "samples" / "final"
+    before = snapshot(final)
+    assert len(before) == 5  # 4 PNGs and samples.npz
+    code, out = limited(["run", tmp_path / "r", "--resume", "--set", "eval.samples=400"], 3_000)
+    assert code == 1 and f"could not write the files of {final}: File too large" in out and "intact" in out
+    assert snapshot(final) == before  # no temporary folder either
+
+
+def test_a_full_disk_during_evaluation_keeps_the_earlier_results(quick_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(quick_run, run)
+    for command in (["eval", "nll", run, "--n", 8], ["eval", "rd", run, "--n", 8]):
+        code, out = invoke(*command, "--no-progress")
+        assert code == 0, out
+    before = snapshot(run / "eval")
+    assert {"nll-test.json", "rd-test/rd.csv", "rd-test/rd.png"} <= set(before)
+    for command, written in ((["eval", "nll", run, "--n", 16], "nll-test.json"), (["eval", "rd", run, "--n", 16], "rd-test/rd.")):
+        code, out = limited(command, 200)
+        assert code == 1 and f"could not write {run / 'eval' / written}" in out and "File too large" in out, out
+        assert snapshot(run / "eval") == before  # the earlier results byte for byte, no temporary file
+
+
+def test_a_smaller_sample_set_replaces_a_larger_one_whole(quick_run, tmp_path):
+    out = tmp_path / "s"
+    assert invoke("sample", quick_run, "--n", 12, "--out", out, "--no-progress")[0] == 0
+    (out / "mine.txt").write_text("a file of the user's")
+    assert invoke("sample", quick_run, "--n", 3, "--out", out, "--no-progress", "--seed", 4)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png", "mine.txt", "samples.npz"]
+    from gendiff.evaluation.inputs import load_images
+
+    assert np.array_equal(load_images(out), np.load(out / "samples.npz")["samples"])  # PNGs and npz: one set
+
+
+def test_a_failed_command_leaves_no_empty_output_folder(quick_run, tmp_path, monkeypatch):
+    use_flaky(monkeypatch)
+    recipe = flaky_recipe(tmp_path, "raise", after=10**6)
+    code, out = invoke("run", recipe, "--out", tmp_path / "r", *[a for s in TINY if not s.startswith("backbone")
+                                                                   for a in ("--set", s)], "--set", "train.steps=1")
+    assert code == 0, out
+    monkeypatch.setenv("FLAKY_AFTER", "1")
+    code, out = invoke("sample", tmp_path / "r", "--n", 3, "--out", tmp_path / "new" / "s")
+    assert code == 1 and "backbone 'flaky'" in out
+    assert not (tmp_path / "new" / "s").exists() and not (tmp_path / "new" / "s-figures").exists()
+    code, out = invoke("interpolate", quick_run, "--t", 5, "--pairs", 10**4, "--out", tmp_path / "i", "--no-progress")
+    assert code == 1 and "needs 20000 images" in out and not (tmp_path / "i").exists()
+
+
+def test_damaged_metrics_lines_are_dropped_and_a_folder_in_their_place_refused(tmp_path):
+    args = ["--out", tmp_path / "r", *[a for s in TINY for a in ("--set", s)]]
+    assert invoke("run", QUICK, *args, "--set", "train.steps=2", "--set", "train.checkpoint_every=1")[0] == 0
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(lines[0] + b'{"step": 1, "loss": "\xff\xfe not UTF-8"}\n' + lines[1])
+    code, out = invoke("plot", tmp_path / "r")
+    assert code == 0, out
+    code, out = invoke("run", tmp_path / "r", "--resume", "--set", "train.steps=3")
+    assert code == 0 and "1 damaged line(s) (not UTF-8 JSON objects) dropped" in out, out
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    metrics.unlink()
+    metrics.mkdir()
+    before = snapshot(tmp_path / "r")
+    code, out = invoke("run", tmp_path / "r", "--resume", "--set", "train.steps=4")
+    assert code == 1 and f"{metrics} is not a file (a folder?)" in out and "nothing was changed" in out
+    assert snapshot(tmp_path / "r") == before and not (tmp_path / "r" / ".lock").exists()

@@ -107,24 +107,23 @@ def sample(
     total = n if labels is None else len(labels)
     figures = Path(figures) if figures is not None else figures_folder(out)
     dtype = run_precision(precision, model, dev)
-    from ..files import writable_folder
+    from ..files import output_folders
     from ..runs import check_sample_count
 
     check_sample_count(model, total)
-    writable_folder(out, "--out")  # before minutes of sampling, not after
-    writable_folder(figures, "--figures")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GuidanceWarning)  # sampling_labels said it in words
-        x = generate(model, total, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console,
-                     progress=progress, precision=dtype, cond=labels, guidance=w)
-    write_samples(x, model.levels, out, figures / "grid.png", labels=labels, names=names)
-    k = 0 if labels is None else len(set(labels.tolist()))
-    what = f" of {k} class{'es' if k > 1 else ''} (guidance w = {w:g}; grid.png: a row per class)" if k else ""
-    console.print(f"wrote {total} samples{what} from {ckpt} to {out} (one PNG each and samples.npz); "
-                  f"grid.png in {figures}")
-    if progressive or share_from:
-        _analysis_figures(model, n, seed, progressive, snapshots, list(share_from), completions, figures, progress,
-                          dtype)
+    with output_folders((out, "--out"), (figures, "--figures")):  # checked before minutes of sampling
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GuidanceWarning)  # sampling_labels said it in words
+            x = generate(model, total, seed=seed, batch_size=batch_size, sampler=chosen, console=err_console,
+                         progress=progress, precision=dtype, cond=labels, guidance=w)
+        write_samples(x, model.levels, out, figures / "grid.png", labels=labels, names=names)
+        k = 0 if labels is None else len(set(labels.tolist()))
+        what = f" of {k} class{'es' if k > 1 else ''} (guidance w = {w:g}; grid.png: a row per class)" if k else ""
+        console.print(f"wrote {total} samples{what} from {ckpt} to {out} (one PNG each and samples.npz); "
+                      f"grid.png in {figures}")
+        if progressive or share_from:
+            _analysis_figures(model, n, seed, progressive, snapshots, list(share_from), completions, figures,
+                              progress, dtype)
 
 
 def _analysis_figures(model, n, seed, progressive, snapshots, share_from, completions, figures, progress, dtype):
@@ -185,23 +184,23 @@ def interpolate(
     model, ckpt = load_run(run_path, checkpoint, device=dev)
     dtype = run_precision(precision, model, dev)
     check_time(model, t, "--t")
-    from ..files import writable_folder
+    from ..files import output_folders
 
-    writable_folder(out, "--out")
-    data = model.dataset.load(split)
-    if 2 * pairs > len(data):
-        raise GendiffError(f"--pairs {pairs} needs {2 * pairs} images; the {split} split has {len(data)}")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
-    x0 = levels_to_unit(data[idx].float(), model.levels)
-    a, b = x0[:pairs], x0[pairs:]
-    with Bar("interpolating", lambdas * t, err_console, progress) as bar, autocast(dev, dtype):
-        mixes = run_interpolate(model, a, b, t, lambdas, seed, progress=reverse_steps(bar))
-    rows = torch.cat([a[:, None], mixes, b[:, None]], dim=1)
-    path = Path(out) / f"interpolation-t{t}.png"
-    columns = ["x0"] + [f"{lam:.2g}" for lam in torch.linspace(0, 1, lambdas).tolist()] + ["x0'"]
-    save_labelled_rows([to_uint8(row, model.levels) for row in rows], None, path,
-                       max(1, 64 // model.data_shape[1]), columns=columns)
+    with output_folders((out, "--out")):
+        data = model.dataset.load(split)
+        if 2 * pairs > len(data):
+            raise GendiffError(f"--pairs {pairs} needs {2 * pairs} images; the {split} split has {len(data)}")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
+        x0 = levels_to_unit(data[idx].float(), model.levels)
+        a, b = x0[:pairs], x0[pairs:]
+        with Bar("interpolating", lambdas * t, err_console, progress) as bar, autocast(dev, dtype):
+            mixes = run_interpolate(model, a, b, t, lambdas, seed, progress=reverse_steps(bar))
+        rows = torch.cat([a[:, None], mixes, b[:, None]], dim=1)
+        path = Path(out) / f"interpolation-t{t}.png"
+        columns = ["x0"] + [f"{lam:.2g}" for lam in torch.linspace(0, 1, lambdas).tolist()] + ["x0'"]
+        save_labelled_rows([to_uint8(row, model.levels) for row in rows], None, path,
+                           max(1, 64 // model.data_shape[1]), columns=columns)
     console.print(f"wrote {path}: {pairs} pairs, lambda in {lambdas} steps from 0 to 1 (the column labels), "
                   f"decoded from t = {t}")
 

@@ -14,6 +14,7 @@ the decoder term L_0 is added and the code is lossless. Distortion at time t: th
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from ..distributions import levels_to_unit
+from ..files import write_png, write_text
 
 
 @dataclass
@@ -114,11 +116,12 @@ def write_rate_distortion(bp: BoundPass, out: Path) -> tuple[Path, Path]:
     rate = bp.rate()
     distortion = np.concatenate([[0.0], bp.distortion])  # t = 0: x0 itself, lossless
     csv_path = out / "rd.csv"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["t", "reverse_time", "rate_bits_per_dim", "distortion_rmse"])
-        for t in range(T, -1, -1):
-            w.writerow([t, T - t + 1, f"{rate[t]:.8g}", f"{distortion[t]:.8g}"])
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["t", "reverse_time", "rate_bits_per_dim", "distortion_rmse"])
+    for t in range(T, -1, -1):
+        w.writerow([t, T - t + 1, f"{rate[t]:.8g}", f"{distortion[t]:.8g}"])
+    write_text(csv_path, text.getvalue())  # atomic: the whole table or the one before
     png_path = out / "rd.png"
     _plot(rate, distortion, png_path)
     return csv_path, png_path
@@ -143,5 +146,7 @@ def _plot(rate: np.ndarray, distortion: np.ndarray, path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("Progressive lossy compression (Fig. 5 of Ho et al. 2020)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        write_png(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

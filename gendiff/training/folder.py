@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..checkpoint import (
 )
 from ..distributed import Dist
 from ..errors import TrainingError
+from ..files import json_lines
 
 
 #: ``[train]`` keys a resumed run may change: where and how fast it runs, how long, what it writes
@@ -104,6 +106,10 @@ class RunFolder:
             raise TrainingError(f"cannot write to the run folder {self.path}: {exc.strerror or exc}.") from None
         self._lock()  # first: a second writer is refused before it looks at anything
         try:
+            for name in ("metrics.jsonl", "recipe.toml"):
+                if (self.path / name).exists() and not (self.path / name).is_file():
+                    raise TrainingError(f"{self.path / name} is not a file (a folder?): gendiff keeps the run's "
+                                        f"{name} there. Move it away and run again; nothing was changed.")
             existing = list_checkpoints(self.path)
             if existing and not resume:
                 raise TrainingError(
@@ -192,13 +198,10 @@ class RunFolder:
         path = self.path / "metrics.jsonl"
         if not path.is_file() or not self.dist.main:
             return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue
+        rows, damaged = json_lines(path)
+        if damaged:
+            warnings.warn(f"{path}: {damaged} damaged line(s) (not UTF-8 JSON objects) dropped", stacklevel=2)
+        keep = [json.dumps(row) for row in rows if isinstance(row.get("step"), int) and row["step"] <= step]
         tmp = path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in keep))
         os.replace(tmp, path)
