@@ -1,10 +1,13 @@
-"""Hostile input beyond recipes: exploding weights, broken plugin components, impossible sample
-counts, outputs that cannot be written, damaged sample files, 16-bit images, renamed checkpoints.
-Each ends in one clear message (exit 1 from the CLI) with nothing already written lost."""
+"""Hostile input beyond recipes: exploding weights, broken or misbehaving plugin components,
+impossible sample counts, outputs that cannot be written (read-only, a real file-size limit),
+damaged sample and metrics files, hostile image folders, renamed checkpoints, and the edges of
+the settings (T = 2, batch size 1, ...). Each ends in what the math says or in one clear message
+(exit 1 from the CLI) with nothing already written lost."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import shutil
@@ -485,3 +488,61 @@ def test_damaged_metrics_lines_are_dropped_and_a_folder_in_their_place_refused(t
     code, out = invoke("run", tmp_path / "r", "--resume", "--set", "train.steps=4")
     assert code == 1 and f"{metrics} is not a file (a folder?)" in out and "nothing was changed" in out
     assert snapshot(tmp_path / "r") == before and not (tmp_path / "r" / ".lock").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("schedule.timesteps=1", "timesteps must be an integer from 2 to 1,000,000, got 1"),
+    ("backbone.channel_mult=[1,2,2,2,2]", "image_size 8 cannot be halved 4 times (channel_mult has 5 resolutions)"),
+    ("backbone.channel_mult=[]", "channel_mult must be a non-empty list of positive integers, got []"),
+    ("backbone.attn_resolutions=[3]", "attn_resolutions [3] do not occur; this U-Net's resolutions are [8, 4]"),
+    ("train.lr=0", "train.lr: must be > 0, got 0.0"),
+    ("train.ema_decay=1.0", "train.ema_decay: must be < 1, got 1.0"),
+    ("backbone.dropout=1.0", "dropout must be a number in [0, 1), got 1.0"),
+])
+def test_edges_without_meaning_are_refused_before_any_work(tmp_path, setting, message):
+    code, out = invoke("run", QUICK, "--out", tmp_path / "r", *[a for s in TINY for a in ("--set", s)],
+                       "--set", setting)
+    assert code == 1 and "Traceback" not in out and message in out, out
+    assert not (tmp_path / "r").exists()  # refused before the run folder was made
+
+
+def test_two_steps_are_a_diffusion_as_the_math_says(tmp_path):
+    """T = 2: the ancestral sampler makes exactly 2 network evaluations, and L_1 (the KL at t = 2)
+    of a network that predicts eps = 0 equals its closed form from eqs. 6, 7 and 1."""
+    class Zero(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x, t):
+            Zero.calls += 1
+            return torch.zeros_like(x)
+
+    recipe = {"schedule": {"name": "linear", "timesteps": 2}, "parameterization": {"name": "eps"},
+              "variance": {"name": "fixed-large"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
+              "data": {"shape": [1, 4, 4], "levels": 256}}
+    model = gendiff.build(recipe, model=Zero()).double()
+    Zero.calls = 0
+    x = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert Zero.calls == 2 and x.shape == (3, 1, 4, 4) and bool(torch.isfinite(x).all())
+    x0 = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    terms = list(model.bound_terms(x0, generator=torch.Generator().manual_seed(2)))
+    assert [term.t for term in terms] == [1, 2]
+    b1, b2 = 1e-4, 0.02
+    a1, a2 = 1 - b1, 1 - b2
+    abar1, abar2 = a1, a1 * a2
+    x2 = terms[1].x_t
+    mean_q = (abar1 ** 0.5 * b2 / (1 - abar2)) * x0 + (a2 ** 0.5 * (1 - abar1) / (1 - abar2)) * x2  # eq. 7
+    var_q = (1 - abar1) / (1 - abar2) * b2
+    mean_p, var_p = x2 / a2 ** 0.5, b2  # eq. 11 with eps = 0, sigma_t^2 = beta_t
+    kl = 0.5 * (math.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
+    assert torch.allclose(terms[1].nats, kl.sum(dim=(1, 2, 3)), rtol=1e-10)
+
+
+def test_batch_size_one_trains_on_one_example_a_step(tmp_path):
+    from gendiff.runner import run
+    from gendiff.training.data import DataStream
+
+    stream = DataStream(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), 1, seed=0, flip=False, levels=17)
+    assert stream.steps_per_epoch == 10 and sorted(int(stream.indices(s)) for s in range(10)) == list(range(10))
+    run(QUICK, [*TINY, "train.batch_size=1", "train.steps=3", "eval.samples=1"], out=tmp_path / "r", progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
