@@ -24,24 +24,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .backbones.base import run_network
 from .bound import NLL, BoundMixin, BoundTerm, sum_flat
 from .conditioning import Conditioning
-from .errors import BackboneError, GendiffError
 from .objective import ObjectiveMixin
 from .parameterizations import Prediction
 from .time_samplers import Uniform
 
 __all__ = ["Diffusion", "NLL", "BoundTerm", "ReverseStep", "sum_flat"]
-
-
-def describe_network(net) -> str:
-    """"backbone 'NAME' (from MODULE)" for a network, seen through DDP's and torch.compile's wrappers."""
-    for _ in range(4):
-        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            break
-        net = inner
-    return f"backbone '{getattr(net, 'name', type(net).__name__)}' (from {type(net).__module__})"
 
 
 @dataclass
@@ -169,27 +159,9 @@ class Diffusion(BoundMixin, ObjectiveMixin, nn.Module):
         return self.conditioning.guide(head, head_null, self.guidance), var
 
     def _run_backbone(self, x_in: Tensor, *rest: Tensor) -> Tensor:
-        """The backbone's output for one batch, checked: a backbone (a plugin's included) that
-        raises, runs out of memory, or returns anything but a floating-point tensor of shape
-        (B, parameterization's + variance's channels, H, W) is a :class:`BackboneError` naming it."""
-        try:
-            out = self.backbone(x_in, *rest)
-        except GendiffError:
-            raise
-        except torch.OutOfMemoryError:
-            raise BackboneError(f"{describe_network(self.backbone)} ran out of memory on a batch of {len(x_in)}: "
-                                f"use a smaller batch (train.batch_size, or --batch-size when sampling or "
-                                f"evaluating)") from None
-        except Exception as exc:  # noqa: BLE001 - whatever a plugin's network raises is named, not a traceback
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise BackboneError(f"{describe_network(self.backbone)} failed on an input of shape {tuple(x_in.shape)}"
-                                f" ({type(exc).__name__}{': ' + first if first else ''})") from exc
-        expected = (len(x_in), sum(self.output_split), *self.data_shape[1:])
-        if not isinstance(out, Tensor) or tuple(out.shape) != expected or not out.is_floating_point():
-            got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
-            raise BackboneError(f"{describe_network(self.backbone)} returned {got} for an input of shape "
-                                f"{tuple(x_in.shape)}; it must return a floating-point tensor of shape {expected}")
-        return out
+        """The backbone's output for one batch, checked (:func:`~gendiff.backbones.base.run_network`):
+        a network that fails or returns the wrong thing is a :class:`BackboneError` naming it."""
+        return run_network(self.backbone, (len(x_in), sum(self.output_split), *self.data_shape[1:]), x_in, *rest)
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.output_split[1] == 0:

@@ -24,12 +24,46 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..component import Component
+from ..errors import BackboneError, GendiffError
 
 
 class Backbone(Component, nn.Module):
     """Base class of registered networks: ``forward(x, t[, cond]) -> output``."""
 
     family: ClassVar[str] = "backbone"
+
+
+def describe_network(net) -> str:
+    """"backbone 'NAME' (from MODULE)" for a network, seen through DDP's and torch.compile's wrappers."""
+    for _ in range(4):
+        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        net = inner
+    return f"backbone '{getattr(net, 'name', type(net).__name__)}' (from {type(net).__module__})"
+
+
+def run_network(net, expected: tuple[int, ...], x_in: Tensor, *rest: Tensor) -> Tensor:
+    """``net(x_in, *rest)``, checked: a network (a plugin's included) that raises, runs out of
+    memory, or returns anything but a floating-point tensor of shape ``expected`` is a
+    :class:`~gendiff.errors.BackboneError` naming it and its module (one paragraph, no traceback)."""
+    try:
+        out = net(x_in, *rest)
+    except GendiffError:
+        raise
+    except torch.OutOfMemoryError:
+        raise BackboneError(f"{describe_network(net)} ran out of memory on a batch of {len(x_in)}: use a smaller "
+                            f"batch (train.batch_size, or --batch-size when sampling or evaluating)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin's network raises is named, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BackboneError(f"{describe_network(net)} failed on an input of shape {tuple(x_in.shape)}"
+                            f" ({type(exc).__name__}{': ' + first if first else ''})") from exc
+    if not isinstance(out, Tensor) or tuple(out.shape) != tuple(expected) or not out.is_floating_point():
+        got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+        raise BackboneError(f"{describe_network(net)} returned {got} for an input of shape {tuple(x_in.shape)}; it "
+                            f"must return a floating-point tensor of shape {tuple(expected)}")
+    return out
