@@ -28,7 +28,16 @@ def base_recipe():
 
 
 def pytest_configure(config):
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    import os
+
+    # rich reads the width once, when gendiff.cli's consoles are made: the same wide width in every
+    # test process, whichever test imports the CLI first (and under `-n 2`)
+    os.environ["COLUMNS"] = "200"
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n 2`: one thread per worker, for the subprocesses too
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture(scope="session", autouse=True)

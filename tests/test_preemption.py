@@ -129,7 +129,7 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])  # the same path
 def test_a_signal_saves_the_step_it_finished_and_stops_with_one_line(tmp_path, sig, uninterrupted):
     """A real SIGTERM (a scheduler's notice) or SIGINT (Ctrl-C) mid-training: the step under way
     finishes and is saved, the process exits 1 with one line, and --resume ends bit for bit where
