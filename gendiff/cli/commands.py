@@ -14,7 +14,7 @@ from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
 from ..config import DEVICE_HELP
 from .common import (SET_HELP, Checkpoint, Device, Precision, Progress, RunArg, Sampler, SamplerSet, Seed, Steps, app,
-                     checked_precision, console, err_console, friendly, run_precision, sampling_labels)
+                     checked_precision, console, err_console, friendly, load_on_split, run_precision, sampling_labels)
 
 
 @app.command()
@@ -174,15 +174,9 @@ def interpolate(
     from ..evaluation.analyses import check_time, interpolate as run_interpolate
     from ..images import save_labelled_rows, to_uint8
     from ..progress import Progress as Bar, reverse_steps
-    from ..runs import load_run
-    from ..runtime import autocast, choose_device
+    from ..runtime import autocast
 
-    if split not in ("train", "test"):
-        raise GendiffError(f"--split must be train or test, got {split!r}")
-    checked_precision(precision)
-    dev = choose_device(device)
-    model, ckpt = load_run(run_path, checkpoint, device=dev)
-    dtype = run_precision(precision, model, dev)
+    model, ckpt, dev, dtype = load_on_split(run_path, split, checkpoint, device, precision)
     check_time(model, t, "--t")
     from ..files import output_folders
 

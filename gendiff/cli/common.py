@@ -92,6 +92,21 @@ def checked_precision(precision: str | None) -> None:
         raise GendiffError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
+def load_on_split(run_path, split: str, checkpoint, device: str, precision: str | None):
+    """What the commands that read a data split share: ``--split`` and ``--precision`` checked
+    before anything is loaded, then the run's model on the chosen device. Returns
+    (model, checkpoint path, device, precision)."""
+    from ..runs import load_run
+    from ..runtime import choose_device
+
+    if split not in ("train", "test"):
+        raise GendiffError(f"--split must be train or test, got {split!r}")
+    checked_precision(precision)
+    dev = choose_device(device)
+    model, ckpt = load_run(run_path, checkpoint, device=dev)
+    return model, ckpt, dev, run_precision(precision, model, dev)
+
+
 def version_callback(value: bool) -> None:
     if value:
         from ..version import __version__

@@ -15,7 +15,7 @@ from ..conditioning import GuidanceWarning
 from ..errors import GendiffError
 from ..files import write_text
 from .common import (Checkpoint, Device, Precision, Progress, RunArg, Seed, app, checked_guidance, checked_precision,
-                     console, err_console, friendly, run_precision)
+                     console, err_console, friendly, load_on_split, run_precision)
 
 
 class EvalGroup(TyperGroup):
@@ -272,15 +272,9 @@ def eval_rd(
 def _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision, clip_x0: bool = False):
     from ..evaluation.likelihood import bound_pass, split_labels
     from ..progress import Progress as Bar
-    from ..runs import load_run
-    from ..runtime import autocast, choose_device
+    from ..runtime import autocast
 
-    if split not in ("train", "test"):
-        raise GendiffError(f"--split must be train or test, got {split!r}")
-    checked_precision(precision)
-    dev = choose_device(device)
-    model, ckpt = load_run(run_path, checkpoint, device=dev)
-    dtype = run_precision(precision, model, dev)
+    model, ckpt, dev, dtype = load_on_split(run_path, split, checkpoint, device, precision)
     n = n or model.recipe.get("eval", {}).get("nll_examples", 256)
     data = model.dataset.load(split)
     if n > len(data):

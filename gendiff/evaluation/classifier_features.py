@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GendiffError
-from .digits_features import cache_dir, grey_unit
+from .digits_features import cache_dir, fidelity_extractor_class
 
 VERSION = 1
 PREFIX = "gendiff-"
@@ -154,40 +154,11 @@ def load_classifier(space: Space, dataset=None) -> tuple[ClassifierNet, Path, fl
 
 def classifier_extractor_class():
     """The torch-fidelity feature extractor over a cached dataset classifier (imports torch-fidelity)."""
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    def load(path: Path) -> nn.Module:
+        from safetensors.torch import load_file
 
-    class ClassifierFeatureExtractor(FeatureExtractorBase):
-        """uint8 grey images (1 or 3 equal channels, 0..255) -> the classifier's features or logits."""
+        net = ClassifierNet(json.loads(path.with_suffix(".json").read_text())["size"])
+        net.load_state_dict(load_file(str(path)))
+        return net
 
-        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-            super().__init__(name, features_list)
-            from safetensors.torch import load_file
-
-            path = Path(feature_extractor_weights_path)
-            size = json.loads(path.with_suffix(".json").read_text())["size"]
-            self.net = ClassifierNet(size)
-            self.net.load_state_dict(load_file(str(path)))
-            self.net.eval().requires_grad_(False)
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("features", "logits")
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return {"isc": "logits"}.get(metric, "features")
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
-
-        def forward(self, x):
-            raw = self.net.features(grey_unit(x))
-            out = {"features": raw * self.net.feature_scale, "logits": self.net.fc2(raw)}
-            return tuple(out[name] for name in self.features_list)
-
-    return ClassifierFeatureExtractor
+    return fidelity_extractor_class("ClassifierFeatureExtractor", load, 32)

@@ -116,19 +116,18 @@ def load_digits_net() -> tuple[DigitsNet, Path, float]:
     return net.eval(), weights, accuracy
 
 
-def digits_feature_extractor_class():
-    """The torch-fidelity feature extractor class (imports torch-fidelity on first use)."""
+def fidelity_extractor_class(class_name: str, load_net, size: int):
+    """A torch-fidelity feature extractor class (imports torch-fidelity) over a classifier with
+    ``features(x)``, ``fc2`` and ``feature_scale``: uint8 grey images (1 or 3 equal channels,
+    0..255, ``size`` x ``size``) -> its scaled penultimate features ("features") or its logits
+    ("logits", for the inception-score-like classifier score). ``load_net(path)`` builds the
+    network from its saved weights."""
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-    class DigitsFeatureExtractor(FeatureExtractorBase):
-        """torch-fidelity extractor over uint8 8x8 digit images (1 or 3 equal channels, 0..255)."""
-
+    class Extractor(FeatureExtractorBase):
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
-            from safetensors.torch import load_file
-
-            self.net = DigitsNet()
-            self.net.load_state_dict(load_file(str(feature_extractor_weights_path)))
+            self.net = load_net(Path(feature_extractor_weights_path))
             self.net.eval().requires_grad_(False)
 
         @staticmethod
@@ -145,11 +144,24 @@ def digits_feature_extractor_class():
 
         @staticmethod
         def get_dummy_input_for_compile():
-            return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+            return torch.zeros(1, 1, size, size, dtype=torch.uint8)
 
         def forward(self, x):
             raw = self.net.features(grey_unit(x))
             out = {"features": raw * self.net.feature_scale, "logits": self.net.fc2(raw)}
             return tuple(out[name] for name in self.features_list)
 
-    return DigitsFeatureExtractor
+    Extractor.__name__ = Extractor.__qualname__ = class_name
+    return Extractor
+
+
+def digits_feature_extractor_class():
+    """The torch-fidelity feature extractor over the digits classifier (imports torch-fidelity)."""
+    def load(path: Path) -> nn.Module:
+        from safetensors.torch import load_file
+
+        net = DigitsNet()
+        net.load_state_dict(load_file(str(path)))
+        return net
+
+    return fidelity_extractor_class("DigitsFeatureExtractor", load, 8)
