@@ -52,7 +52,8 @@ class ImageFolder(Dataset):
         while stack:
             folder = stack.pop()
             try:
-                key = (folder.stat().st_dev, folder.stat().st_ino)
+                info = folder.stat()
+                key = (info.st_dev, info.st_ino)
                 if key in seen:
                     continue
                 seen.add(key)
