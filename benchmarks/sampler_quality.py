@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 from gendiff.evaluation.fidelity import DIGITS, fidelity
 from gendiff.evaluation.inputs import reference_images

@@ -68,10 +68,10 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(f"{Path(run_dir).name}: {rows[-1]['step']:,} steps", fontsize=10)
     fig.tight_layout()
-    from .files import write_png
+    from .files import write_with
 
     try:
-        write_png(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))  # atomic: a whole figure or the old one
+        write_with(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))  # atomic: a whole figure or the old one
     finally:
         plt.close(fig)
     return out

@@ -87,8 +87,8 @@ def write_npz(path: str | os.PathLike, **arrays) -> Path:
     return _atomic(Path(path), save)
 
 
-def write_png(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
-    """A picture written atomically by ``save(tmp_path)``."""
+def write_with(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
+    """Any file (a picture, a figure, weights) written atomically by ``save(tmp_path)``."""
     return _atomic(Path(path), save)
 
 

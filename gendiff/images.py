@@ -132,13 +132,13 @@ def save_png(picture: np.ndarray, path: Path, scale: int = 1) -> None:
     """Write a uint8 (H, W, C) picture as PNG (C = 1 grey, C = 3 RGB), enlarged ``scale`` times."""
     from PIL import Image
 
-    from .files import write_png
+    from .files import write_with
 
     if scale > 1:
         picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
     mode = "L" if picture.shape[2] == 1 else "RGB"
     image = Image.fromarray(picture[..., 0] if mode == "L" else picture, mode)
-    write_png(Path(path), lambda tmp: image.save(tmp, format="PNG"))  # atomic: a good picture or the old one
+    write_with(Path(path), lambda tmp: image.save(tmp, format="PNG"))  # atomic: a good picture or the old one
 
 
 def save_labelled_rows(rows: list[np.ndarray], labels: list[str] | None, path: Path, scale: int = 1, pad: int = 1,
@@ -178,6 +178,6 @@ def save_labelled_rows(rows: list[np.ndarray], labels: list[str] | None, path: P
     for j, text in enumerate(columns or []):
         left = margin + pad * scale + j * column_width + (column_width - pad * scale - measure.textlength(text, font=font)) / 2
         draw.text((left, 2), text, fill=ink, font=font)
-    from .files import write_png
+    from .files import write_with
 
-    write_png(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
+    write_with(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))

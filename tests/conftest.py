@@ -40,13 +40,44 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+def shared_folder(tmp_path_factory, name: str):
+    """A folder of this test session that the ``-n 2`` workers share (their common temporary root),
+    or the process's own when the tests run in one process."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / name
+        folder.mkdir(exist_ok=True)
+        return folder
+    return tmp_path_factory.mktemp(name)
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)`` run by the first worker that asks, under a lock; every worker gets its own
+    copy of the result (tests may write into it), the same as if it had built it."""
+    import shutil
+
+    from filelock import FileLock
+
+    shared = shared_folder(tmp_path_factory, name)
+    with FileLock(str(shared / ".lock")):
+        if not (shared / "done").exists():
+            shutil.rmtree(shared / "run", ignore_errors=True)  # what a failed build of another worker left
+            build(shared / "run")
+            (shared / "done").touch()
+    own = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(shared / "run", own, symlinks=True)
+    return own
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
-    """The digits classifier and torch-fidelity statistics are cached per test session."""
+    """The digits classifier and torch-fidelity statistics are cached per test session, in a folder
+    that both workers of ``-n 2`` use (gendiff's cache lock: the classifier is trained once)."""
     import os
 
     old = os.environ.get("GENDIFF_CACHE")
-    os.environ["GENDIFF_CACHE"] = str(tmp_path_factory.mktemp("gendiff-cache"))
+    os.environ["GENDIFF_CACHE"] = str(shared_folder(tmp_path_factory, "gendiff-cache"))
     yield
     if old is None:
         os.environ.pop("GENDIFF_CACHE", None)
@@ -56,15 +87,18 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
-    """A briefly trained quickstart model (T = 100, 400 steps): a real, small, trained run."""
+    """A briefly trained quickstart model (T = 100, 400 steps): a real, small, trained run (trained
+    once per test session; each worker gets its own copy)."""
     from pathlib import Path
 
     from gendiff.runner import run
 
-    out = tmp_path_factory.mktemp("quick") / "run"
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
-    run(recipe, ["schedule.timesteps=100", "train.steps=400", "train.batch_size=64", "train.checkpoint_every=400",
-                 "train.sample_every=0", "train.precision=\"fp32\"", "train.warmup_steps=50", "eval.samples=16",
-                 "eval.metrics=[]", "eval.nll_examples=64", "eval.fid_samples=64"],
-        out=out, progress=False)
-    return out
+
+    def train(out):
+        run(recipe, ["schedule.timesteps=100", "train.steps=400", "train.batch_size=64", "train.checkpoint_every=400",
+                     "train.sample_every=0", "train.precision=\"fp32\"", "train.warmup_steps=50", "eval.samples=16",
+                     "eval.metrics=[]", "eval.nll_examples=64", "eval.fid_samples=64"],
+            out=out, progress=False)
+
+    return built_once(tmp_path_factory, "quick", train)

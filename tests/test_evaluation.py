@@ -58,6 +58,51 @@ def test_digits_classifier_is_cached_and_accurate():
     assert acc2 == accuracy and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
+CACHE_WORKER = """
+import sys, time
+from pathlib import Path
+import torch
+from gendiff.evaluation.digits_features import cached_classifier
+
+log = Path(sys.argv[1])
+def train():
+    with open(log, "a") as fh:
+        fh.write("trained\\n")
+    time.sleep(1.0)  # long enough that the other process asks while this one trains
+    torch.manual_seed(int(sys.argv[2]))  # a different result per process: which one won shows
+    return torch.nn.Linear(3, 2), {"test_accuracy": 0.5}
+net, weights, info = cached_classifier("toy", torch.nn.Linear(3, 2), train)
+print(net.weight.sum().item(), info["test_accuracy"], weights)
+"""
+
+
+def test_processes_asking_for_a_cached_classifier_together_train_it_once(tmp_path):
+    """Two evaluation jobs that start together: one trains, the other waits and reads its weights;
+    a damaged cache is trained again; a record is never left without its weights."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GENDIFF_CACHE": str(tmp_path / "cache")}
+    log = tmp_path / "trained.log"
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_WORKER, str(log), str(seed)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert log.read_text().splitlines() == ["trained"]  # once, not once per process
+    first, second = (out.split() for out, _ in outs)
+    assert first == second  # the same weights (sum), record and file in both
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".toy.lock", "toy.json", "toy.safetensors"]
+    (tmp_path / "cache" / "toy.safetensors").write_bytes(b"not safetensors")  # damaged: trained again
+    again = subprocess.run([sys.executable, "-c", CACHE_WORKER, str(log), "3"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert log.read_text().splitlines() == ["trained"] * 2 and again.stdout.split()[0] != first[0]
+    reread = subprocess.run([sys.executable, "-c", CACHE_WORKER, str(log), "4"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert reread.stdout == again.stdout and len(log.read_text().splitlines()) == 2  # now from the cache
+
+
 def test_inception_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr("gendiff.evaluation.fidelity.inception_url", lambda: "http://127.0.0.1:9/weights.pth")

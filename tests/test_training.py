@@ -1,9 +1,6 @@
 """The trainer: recipes run, resume is exact, checkpoints are atomic and verified, failures are clean."""
 
 import json
-import os
-import shutil
-import warnings
 from pathlib import Path
 
 import pytest

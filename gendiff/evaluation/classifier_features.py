@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GendiffError
-from .digits_features import cache_dir, fidelity_extractor_class
+from .digits_features import cached_classifier, fidelity_extractor_class
 
 VERSION = 1
 PREFIX = "gendiff-"
@@ -125,31 +125,18 @@ def train_classifier(dataset, space: Space, seed: int = 0, batch: int = 128) -> 
 def load_classifier(space: Space, dataset=None) -> tuple[ClassifierNet, Path, float]:
     """The cached classifier of ``space`` (trained now on ``dataset``, the space's dataset at its
     image size, if absent): (net, weights path, test accuracy)."""
-    from safetensors.torch import load_file, save_file
+    def train() -> tuple[ClassifierNet, dict]:
+        if getattr(dataset, "name", None) != space.dataset or tuple(getattr(dataset, "shape", ()))[1:] != (space.size,) * 2:
+            raise GendiffError(f"the {space.name} features are not cached yet, and training them needs the "
+                               f"{space.dataset} dataset at {space.size}x{space.size}")
+        net, accuracy = train_classifier(dataset, space)
+        if accuracy < space.min_accuracy:
+            raise GendiffError(f"the {space.dataset} classifier reached only {accuracy:.3f} test accuracy "
+                               f"(< {space.min_accuracy}); its features would not make FID meaningful")
+        return net, {"test_accuracy": accuracy, "size": space.size, "dataset": space.dataset, "version": VERSION}
 
-    folder = cache_dir()
-    weights, record = folder / f"{space.stem}.safetensors", folder / f"{space.stem}.json"
-    net = ClassifierNet(space.size)
-    if weights.is_file() and record.is_file():
-        try:
-            net.load_state_dict(load_file(str(weights)))
-            return net.eval(), weights, json.loads(record.read_text())["test_accuracy"]
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-            pass
-    if getattr(dataset, "name", None) != space.dataset or tuple(getattr(dataset, "shape", ()))[1:] != (space.size,) * 2:
-        raise GendiffError(f"the {space.name} features are not cached yet, and training them needs the "
-                           f"{space.dataset} dataset at {space.size}x{space.size}")
-    net, accuracy = train_classifier(dataset, space)
-    if accuracy < space.min_accuracy:
-        raise GendiffError(f"the {space.dataset} classifier reached only {accuracy:.3f} test accuracy "
-                           f"(< {space.min_accuracy}); its features would not make FID meaningful")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(net.state_dict(), str(tmp))
-    record.write_text(json.dumps({"test_accuracy": accuracy, "size": space.size, "dataset": space.dataset,
-                                  "version": VERSION}))
-    tmp.replace(weights)
-    return net.eval(), weights, accuracy
+    net, weights, info = cached_classifier(space.stem, ClassifierNet(space.size), train)
+    return net, weights, info["test_accuracy"]
 
 
 def classifier_extractor_class():

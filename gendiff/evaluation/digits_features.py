@@ -90,30 +90,53 @@ def _train(seed: int = 0, epochs: int = 40) -> tuple[DigitsNet, float]:
     return net, accuracy
 
 
-def load_digits_net() -> tuple[DigitsNet, Path, float]:
-    """The cached classifier (trained now if absent): (net, weights path, test accuracy)."""
+def cached_classifier(stem: str, net: nn.Module, train) -> tuple[nn.Module, Path, dict]:
+    """``net`` with the weights cached as ``<stem>.safetensors`` (and its JSON record ``<stem>.json``)
+    in the cache folder: (net in eval mode, weights path, record). When they are absent or damaged,
+    ``train()`` -> (trained net, record) makes them; one process trains while any other that asks
+    at the same time waits for it (a file lock beside the weights: the evaluation jobs of a cluster
+    that start together share one classifier, trained once). The record is written before the
+    weights, each atomically, so a reader that finds the weights finds their record."""
+    from filelock import FileLock
     from safetensors.torch import load_file, save_file
 
+    from ..files import write_with, write_text
+
     folder = cache_dir()
-    weights = folder / f"digits-classifier-v{VERSION}.safetensors"
-    info = folder / f"digits-classifier-v{VERSION}.json"
-    net = DigitsNet()
-    if weights.is_file() and info.is_file():
+    weights, record = folder / f"{stem}.safetensors", folder / f"{stem}.json"
+
+    def cached() -> dict | None:
+        if not (weights.is_file() and record.is_file()):
+            return None
         try:
             net.load_state_dict(load_file(str(weights)))
-            accuracy = json.loads(info.read_text())["test_accuracy"]
-            return net.eval(), weights, accuracy
+            return json.loads(record.read_text())
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-            pass
-    net, accuracy = _train()
-    if accuracy < MIN_ACCURACY:
-        raise GendiffError(f"the digits classifier reached only {accuracy:.3f} test accuracy (< {MIN_ACCURACY})")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp")
-    save_file(net.state_dict(), str(tmp))
-    tmp.replace(weights)
-    info.write_text(json.dumps({"test_accuracy": accuracy, "version": VERSION}))
-    return net.eval(), weights, accuracy
+            return None
+
+    info = cached()
+    if info is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / f".{stem}.lock")):
+            info = cached()  # trained by another process while this one waited
+            if info is None:
+                trained, info = train()
+                write_text(record, json.dumps(info))
+                write_with(weights, lambda tmp: save_file(trained.state_dict(), str(tmp)))
+                net.load_state_dict(trained.state_dict())
+    return net.eval(), weights, info
+
+
+def load_digits_net() -> tuple[DigitsNet, Path, float]:
+    """The cached classifier (trained now if absent): (net, weights path, test accuracy)."""
+    def train() -> tuple[DigitsNet, dict]:
+        net, accuracy = _train()
+        if accuracy < MIN_ACCURACY:
+            raise GendiffError(f"the digits classifier reached only {accuracy:.3f} test accuracy (< {MIN_ACCURACY})")
+        return net, {"test_accuracy": accuracy, "version": VERSION}
+
+    net, weights, info = cached_classifier(f"digits-classifier-v{VERSION}", DigitsNet(), train)
+    return net, weights, info["test_accuracy"]
 
 
 def fidelity_extractor_class(class_name: str, load_net, size: int):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..distributions import levels_to_unit
-from ..files import write_png, write_text
+from ..files import write_with, write_text
 
 
 @dataclass
@@ -147,6 +147,6 @@ def _plot(rate: np.ndarray, distortion: np.ndarray, path: Path) -> None:
     fig.suptitle("Progressive lossy compression (Fig. 5 of Ho et al. 2020)")
     fig.tight_layout()
     try:
-        write_png(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+        write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     finally:
         plt.close(fig)
