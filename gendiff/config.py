@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -57,7 +58,9 @@ class TrainConfig:
     sample_every: int = 10_000  #: steps between sample grids (EMA weights); 0 disables
     sample_grid: int = 64  #: images per sample grid
     log_every: int = 100  #: steps between metrics.jsonl lines (and plain progress lines off a terminal)
-    loggers: list[str] = field(default_factory=list)  #: registered loggers that also receive the run's events, e.g. ["tensorboard"]
+    #: registered loggers that also receive the run's events: each a name, or a table of the name and
+    #: the logger's settings, e.g. ["tensorboard"] or [{ name = "tensorboard", folder = "tb" }]
+    loggers: list[str | dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -89,18 +92,32 @@ NON_NEGATIVE = {"warmup_offset", "grad_clip", "ema_decay", "warmup_steps", "samp
 BELOW_ONE = {"ema_decay", "label_dropout"}
 
 
-def type_label(tp: Any) -> str:
-    origin = typing.get_origin(tp)
+TYPE_NAMES = {int: "integer", float: "float", str: "string", bool: "boolean"}
+
+
+def type_label(tp: Any, plural: bool = False) -> str:
+    """How a message names a field's type: "an array of strings", "a string or a table"."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_label(arg, plural) for arg in args)
     if origin is list:
-        return f"an array of {type_label(typing.get_args(tp)[0]).split(' ', 1)[1]}s"
-    if origin is dict:
-        return f"a table of {type_label(typing.get_args(tp)[1]).split(' ', 1)[1]}s"
-    return {int: "an integer", float: "a float", str: "a string", bool: "a boolean"}.get(tp, str(tp))
+        head, rest = "array", f" of {type_label(args[0], True)}"
+    elif origin is dict:
+        head, rest = "table", "" if args[1] is Any else f" of {type_label(args[1], True)}"
+    else:
+        head, rest = TYPE_NAMES.get(tp, str(tp)), ""
+    if plural:
+        return f"{head}s{rest}"
+    return f"{'an' if head[0] in 'aeiou' else 'a'} {head}{rest}"
 
 
 def matches(value: Any, tp: Any) -> bool:
     """Does a TOML value have type ``tp``? (an integer is accepted for a float, not a bool)."""
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, arg) for arg in typing.get_args(tp))
     if origin is list:
         return isinstance(value, list) and all(matches(v, typing.get_args(tp)[0]) for v in value)
     if origin is dict:

@@ -1,5 +1,9 @@
 """Loggers: where a run's figures go besides ``metrics.jsonl`` (``[train] loggers = ["tensorboard"]``).
 
+Each entry of ``[train] loggers`` is a registered name, or an inline table of the name and the
+logger's settings, which are its constructor's arguments, checked like a component table's
+(``[{ name = "tensorboard", folder = "tb" }]``).
+
 A logger is a component of the family ``logger``, registered through ``gendiff_register_loggers``
 like every other family (gendiff's own ``tensorboard`` too), so an experiment tracker is a
 ``pip install`` away. It receives the training events of :mod:`gendiff.events` as method calls,
@@ -129,3 +133,36 @@ class TensorBoard(Logger):
 
 
 BUILTIN = [TensorBoard]
+
+
+def build_loggers(entries: list, registry) -> tuple[list[Logger], list[str]]:
+    """The loggers of ``[train] loggers`` (``registry``: the plugin system's logger registry),
+    each made from its settings and ``check()``-ed, and every problem with its TOML path
+    (``train.loggers[i]``): an unknown name, a setting the logger does not take or refuses, a
+    logger that cannot work here, a logger named twice."""
+    from .component import ComponentConfigError, construct
+
+    loggers, problems, names = [], [], []
+    for i, entry in enumerate(entries):
+        path = f"train.loggers[{i}]"
+        settings = dict(entry) if isinstance(entry, dict) else {"name": entry}
+        name = settings.pop("name", None)
+        if not isinstance(name, str) or not name:
+            problems.append(f"{path}.name: expected the registry name of a logger (a string), got "
+                            f"{'nothing' if name is None else repr(name)}")
+            continue
+        names.append(name)
+        if name not in registry:
+            problems.append(f"{path}: unknown logger {name!r}; available: {', '.join(registry.names())}")
+            continue
+        try:
+            logger = construct(registry.get(name), "logger", settings)
+            logger.check()
+        except (ComponentConfigError, ValueError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        loggers.append(logger)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        problems.append(f"train.loggers: {', '.join(map(repr, twice))} named twice (one logger of each name)")
+    return loggers, problems

@@ -353,6 +353,69 @@ def test_a_broken_logger_is_switched_off_and_closed_and_the_run_finishes(tmp_pat
             plugins=system, dry_run=True)
 
 
+def test_loggers_take_their_settings_from_the_recipe_checked_like_a_component(tmp_path):
+    """``[train] loggers`` entries are names or tables of a name and the logger's constructor
+    arguments; a plugin logger gets its settings, a resume reads them back from the run's recipe,
+    and every wrong setting is refused by path before anything is written."""
+    import types
+
+    import gendiff
+    from gendiff.loggers import Logger
+    from gendiff.plugins import create_plugin_system
+    from gendiff.runner import run
+
+    class EveryOther(Logger):
+        name = "loss-csv"
+
+        def __init__(self, file: str = "loss.csv", every: int = 1):
+            if every < 1:
+                raise ValueError(f"every must be at least 1, got {every}")
+            self.file, self.every = file, every
+
+        def start(self, run, step):
+            self.out = open(run.run_dir / self.file, "a")
+
+        def log(self, step, figures):
+            if step % self.every == 0:
+                self.out.write(f"{step},{figures['loss']}\n")
+
+        def close(self):
+            self.out.close()
+
+    plugin = types.ModuleType("loss_csv")
+    plugin.gendiff_register_loggers = gendiff.hookimpl(lambda: [EveryOther])
+    system = create_plugin_system(extra_plugins=[("loss-csv", plugin)], autoload=False)
+    recipe = ROOT / "recipes" / "quickstart.toml"
+    setting = 'train.loggers=[{ name = "loss-csv", file = "every-2.csv", every = 2 }]'
+    out = tmp_path / "r"
+    run(recipe, [*TINY, setting, "train.log_every=1"], out=out, progress=False, plugins=system, stop_after=2)
+    run(out / "recipe.toml", ["train.steps=6"], out=out, progress=False, plugins=system, resume=True)
+    logged = {json.loads(line)["step"]: json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()}
+    rows = [line.split(",") for line in (out / "every-2.csv").read_text().splitlines()]
+    assert [int(step) for step, _ in rows] == [2, 4, 6] and not (out / "loss.csv").exists()
+    assert all(float(loss) == logged[int(step)] for step, loss in rows)
+    assert 'file = "every-2.csv"' in (out / "recipe.toml").read_text()
+
+    def refused(loggers):
+        with pytest.raises(RecipeError) as info:
+            run(recipe, [*TINY, f"train.loggers={loggers}"], out=tmp_path / "never", plugins=system, dry_run=True)
+        assert not (tmp_path / "never").exists()
+        return info.value.problems
+
+    assert refused('[{ name = "tensorboard", foldr = "tb" }]') == [
+        "train.loggers[0]: logger 'tensorboard': unknown argument(s) 'foldr'; it accepts folder."]
+    assert refused('[{ name = "tensorboard", folder = 3 }]') == [
+        "train.loggers[0]: logger 'tensorboard': argument 'folder' expects a string (default 'tensorboard'), got 3."]
+    assert refused('[{ name = "loss-csv", every = 0 }]') == [
+        "train.loggers[0]: logger 'loss-csv': every must be at least 1, got 0"]
+    assert refused('["loss-csv", { folder = "tb" }, { name = 2 }]') == [
+        "train.loggers[1].name: expected the registry name of a logger (a string), got nothing",
+        "train.loggers[2].name: expected the registry name of a logger (a string), got 2"]
+    assert refused('["loss-csv", { name = "loss-csv", every = 3 }]') == [
+        "train.loggers: 'loss-csv' named twice (one logger of each name)"]
+    assert refused("[3]") == ["train.loggers: expected an array of strings or tables, got [3]"]
+
+
 def test_tensorboard_missing_names_the_extra(monkeypatch):
     from gendiff.loggers import TensorBoard
 

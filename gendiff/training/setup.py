@@ -52,21 +52,12 @@ def prepare(source, overrides: Sequence[str] = (), plugins=None) -> RunSetup:
 
 
 def check_loggers(spec: Recipe, system) -> None:
-    """Refuse unknown logger names and loggers that cannot work here (a missing package), by path."""
+    """Refuse unknown loggers, settings they do not take, and loggers that cannot work here (a
+    missing package), by path."""
     from ..errors import RecipeError
+    from ..loggers import build_loggers
 
-    problems = []
-    available = system.registry("logger")
-    for i, name in enumerate(spec.train.loggers):
-        if name not in available:
-            problems.append(f"train.loggers[{i}]: unknown logger {name!r}; available: {', '.join(available.names())}")
-            continue
-        try:
-            available.get(name)().check()
-        except ValueError as exc:
-            problems.append(f"train.loggers[{i}]: {exc}")
-    if len(set(spec.train.loggers)) < len(spec.train.loggers):
-        problems.append(f"train.loggers: a logger is named twice in {spec.train.loggers}")
+    _, problems = build_loggers(spec.train.loggers, system.registry("logger"))
     if problems:
         raise RecipeError(problems, spec.source)
 

@@ -28,6 +28,7 @@ from ..errors import TrainingError
 from ..events import Events, RunInfo
 from ..conditioning import class_names
 from ..images import grid, save_png, to_uint8
+from ..loggers import build_loggers
 from ..objective import Share
 from ..progress import Progress
 from ..runs import class_grid
@@ -143,7 +144,7 @@ class Trainer:
         # the model Algorithm 1 runs: the same components around the DDP-wrapped network
         self.train_model = self.model.with_backbone(wrap(self.model.backbone, self.dist, self.device))
         self.step = 0
-        loggers = [setup.plugins.registry("logger").get(name)() for name in self.cfg.loggers] if self.dist.main else []
+        loggers = build_loggers(self.cfg.loggers, setup.plugins.registry("logger"))[0] if self.dist.main else []
         self.events = Events(setup.plugins, enabled=self.dist.main, loggers=loggers)  # rank 0 tells the plugins
         self.run_info = RunInfo(self.run_dir, setup.resolved, self.model, self.cfg.steps, self.dist.world)
 
