@@ -103,6 +103,16 @@ def test_processes_asking_for_a_cached_classifier_together_train_it_once(tmp_pat
     assert reread.stdout == again.stdout and len(log.read_text().splitlines()) == 2  # now from the cache
 
 
+def test_an_unusable_cache_folder_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("GENDIFF_CACHE", str(tmp_path / "a-file" / "cache"))
+    np.savez(tmp_path / "s.npz", samples=np.zeros((20, 8, 8, 1), np.uint8))
+    res = invoke("eval", "fid", tmp_path / "s.npz", "--ref", "digits:test")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"gendiff's cache folder {tmp_path / 'a-file' / 'cache'} cannot be used (Not a directory)" in res.flat
+    assert "Set GENDIFF_CACHE to a writable folder" in res.flat and (tmp_path / "a-file").read_text() == "not a folder"
+
+
 def test_inception_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr("gendiff.evaluation.fidelity.inception_url", lambda: "http://127.0.0.1:9/weights.pth")

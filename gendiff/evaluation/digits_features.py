@@ -29,6 +29,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENDIFF_CACHE") or Path.home() / ".cache" / "gendiff")
 
 
+def usable_cache_dir(*parts: str) -> Path:
+    """The cache folder (or its subfolder ``parts``), created if needed; a clear error when it
+    cannot be (a file in its place, no permission, a read-only disk)."""
+    folder = cache_dir().joinpath(*parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GendiffError(
+            f"gendiff's cache folder {folder} cannot be used ({exc.strerror or exc}); it keeps the FID feature "
+            f"classifiers and the reference statistics. Set GENDIFF_CACHE to a writable folder (the default is "
+            f"~/.cache/gendiff); nothing was written.") from None
+    return folder
+
+
 def grey_unit(x: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, C, H, W) on 0..255 (C = 1, or 3 equal channels) -> the grey input (N, 1, H, W)
     on [0, 1] that gendiff's dataset classifiers take."""
@@ -116,7 +130,7 @@ def cached_classifier(stem: str, net: nn.Module, train) -> tuple[nn.Module, Path
 
     info = cached()
     if info is None:
-        folder.mkdir(parents=True, exist_ok=True)
+        usable_cache_dir()
         with FileLock(str(folder / f".{stem}.lock")):
             info = cached()  # trained by another process while this one waited
             if info is None:

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import GendiffError
 from .classifier_features import classifier_extractor_class, load_classifier, parse_space, space_for
-from .digits_features import cache_dir, digits_feature_extractor_class, load_digits_net
+from .digits_features import digits_feature_extractor_class, load_digits_net, usable_cache_dir
 
 INCEPTION = "inception-v3-compat"
 DIGITS = "gendiff-digits"
@@ -154,8 +154,7 @@ def fidelity(samples: np.ndarray, reference: np.ndarray, reference_key: str | No
         raise EvaluationError(f"unknown feature space {features!r}; use {DIGITS!r}, {INCEPTION!r}, "
                               f"gendiff-mnist-28|32 or gendiff-fashion-mnist-28|32")
     rgb = features == INCEPTION
-    cache = cache_dir() / "fidelity"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = usable_cache_dir("fidelity")
     metrics = torch_fidelity.calculate_metrics(
         input1=ImageArray(samples, rgb),
         input2=ImageArray(reference, rgb),
