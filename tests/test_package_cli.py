@@ -364,7 +364,7 @@ def test_loggers_take_their_settings_from_the_recipe_checked_like_a_component(tm
     from gendiff.plugins import create_plugin_system
     from gendiff.runner import run
 
-    class EveryOther(Logger):
+    class LossCSV(Logger):
         name = "loss-csv"
 
         def __init__(self, file: str = "loss.csv", every: int = 1):
@@ -383,7 +383,7 @@ def test_loggers_take_their_settings_from_the_recipe_checked_like_a_component(tm
             self.out.close()
 
     plugin = types.ModuleType("loss_csv")
-    plugin.gendiff_register_loggers = gendiff.hookimpl(lambda: [EveryOther])
+    plugin.gendiff_register_loggers = gendiff.hookimpl(lambda: [LossCSV])
     system = create_plugin_system(extra_plugins=[("loss-csv", plugin)], autoload=False)
     recipe = ROOT / "recipes" / "quickstart.toml"
     setting = 'train.loggers=[{ name = "loss-csv", file = "every-2.csv", every = 2 }]'

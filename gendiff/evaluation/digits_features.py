@@ -105,9 +105,9 @@ def _train(seed: int = 0, epochs: int = 40) -> tuple[DigitsNet, float]:
 
 
 def cached_classifier(stem: str, net: nn.Module, train) -> tuple[nn.Module, Path, dict]:
-    """``net`` with the weights cached as ``<stem>.safetensors`` (and its JSON record ``<stem>.json``)
-    in the cache folder: (net in eval mode, weights path, record). When they are absent or damaged,
-    ``train()`` -> (trained net, record) makes them; one process trains while any other that asks
+    """The classifier cached as ``<stem>.safetensors`` (and its JSON record ``<stem>.json``) in the
+    cache folder, loaded into ``net``: (net in eval mode, weights path, record). When they are absent
+    or damaged, ``train()`` -> (trained net, record) makes them (and its net is returned); one process trains while any other that asks
     at the same time waits for it (a file lock beside the weights: the evaluation jobs of a cluster
     that start together share one classifier, trained once). The record is written before the
     weights, each atomically, so a reader that finds the weights finds their record."""
@@ -130,14 +130,12 @@ def cached_classifier(stem: str, net: nn.Module, train) -> tuple[nn.Module, Path
 
     info = cached()
     if info is None:
-        usable_cache_dir()
-        with FileLock(str(folder / f".{stem}.lock")):
+        with FileLock(str(usable_cache_dir() / f".{stem}.lock")):
             info = cached()  # trained by another process while this one waited
             if info is None:
-                trained, info = train()
+                net, info = train()
                 write_text(record, json.dumps(info))
-                write_with(weights, lambda tmp: save_file(trained.state_dict(), str(tmp)))
-                net.load_state_dict(trained.state_dict())
+                write_with(weights, lambda tmp: save_file(net.state_dict(), str(tmp)))
     return net.eval(), weights, info
 
 
