@@ -93,6 +93,10 @@ def test_processes_asking_for_a_cached_classifier_together_train_it_once(tmp_pat
     first, second = (out.split() for out, _ in outs)
     assert first == second  # the same weights (sum), record and file in both
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".toy.lock", "toy.json", "toy.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("toy.json", "toy.safetensors"):  # readable by whoever shares the cache, as the umask says
+        assert (tmp_path / "cache" / name).stat().st_mode & 0o777 == 0o666 & ~umask
     (tmp_path / "cache" / "toy.safetensors").write_bytes(b"not safetensors")  # damaged: trained again
     again = subprocess.run([sys.executable, "-c", CACHE_WORKER, str(log), "3"], env=env, capture_output=True,
                            text=True, timeout=120)

@@ -112,7 +112,7 @@ def cached_classifier(stem: str, net: nn.Module, train) -> tuple[nn.Module, Path
     that start together share one classifier, trained once). The record is written before the
     weights, each atomically, so a reader that finds the weights finds their record."""
     from filelock import FileLock
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     from ..files import write_with, write_text
 
@@ -135,7 +135,9 @@ def cached_classifier(stem: str, net: nn.Module, train) -> tuple[nn.Module, Path
             if info is None:
                 net, info = train()
                 write_text(record, json.dumps(info))
-                write_with(weights, lambda tmp: save_file(net.state_dict(), str(tmp)))
+                # serialised in memory and written by Python: the file gets the umask's mode (safetensors'
+                # own save_file makes it private to its owner, and a shared cache must be readable)
+                write_with(weights, lambda tmp: tmp.write_bytes(save(net.state_dict())))
     return net.eval(), weights, info
 
 
