@@ -13,6 +13,15 @@ the schedule's grid: the paper's t in {1..T}, or t_i = i / T for a continuous sc
 Two conventions for x0_hat: the exact bound (``clip_x0 = False``, the default) uses the
 network's prediction as it is; ``clip_x0 = True`` clips x0_hat to [-1, 1] before forming each
 reverse mean, as the official evaluation did (``calc_bpd_loop`` with ``clip_denoised=True``).
+
+A schedule with a finite SNR at t = 0 (VDM's, ``noisy_start``) ends the grid at a noisy z_0: every
+grid step, the first included, is then a KL term, and the bound adds the reconstruction term
+-log p(x0 | z_0) (``schedule.reconstruction``; VDM eq. 11). For such a schedule
+:meth:`BoundMixin.continuous_bound` also gives the bound as T -> infinity (VDM eq. 17):
+
+    L_inf = L_T - log p(x0 | z_0) + 1/2 E_{t ~ U(0, 1]} [-lambda'(t) ||eps - eps_hat(z_t, t)||^2],
+
+estimated by Monte Carlo over t (antithetic draws) with its standard error.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .errors import GendiffError
 from .parameterizations import Prediction
 
 
@@ -41,16 +51,42 @@ class NLL:
 
     prior: Tensor
     terms: Tensor
+    #: -log p(x0 | z_0) in bits/dim (B,) for a schedule with a noisy z_0 (VDM), else None
+    reconstruction: Tensor | None = None
 
     @property
     def decoder(self) -> Tensor:
-        """L_0 = -log p_theta(x0 | x1) in bits/dim, shape (B,)."""
-        return self.terms[:, 0]
+        """The decoder term in bits/dim, shape (B,): L_0 = -log p_theta(x0 | x1) (the first grid
+        step), or -log p(x0 | z_0) for a schedule with a noisy z_0."""
+        return self.terms[:, 0] if self.reconstruction is None else self.reconstruction
 
     @property
     def total(self) -> Tensor:
         """The whole bound L_T + sum_{t>1} L_{t-1} + L_0 in bits/dim, shape (B,)."""
-        return self.prior + self.terms.sum(dim=1)
+        total = self.prior + self.terms.sum(dim=1)
+        return total if self.reconstruction is None else total + self.reconstruction
+
+
+@dataclass
+class ContinuousNLL:
+    """The continuous-time bound (VDM eq. 17) per example, in bits per dimension.
+
+    ``prior``: L_T (B,); ``reconstruction``: -log p(x0 | z_0) (B,); ``diffusion``: (B, S), one
+    Monte Carlo estimate of the diffusion loss per draw of t (S draws per example)."""
+
+    prior: Tensor
+    reconstruction: Tensor
+    diffusion: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """The bound per example (B,), its diffusion part averaged over the S draws of t."""
+        return self.prior + self.reconstruction + self.diffusion.mean(dim=1)
+
+    @property
+    def draws(self) -> Tensor:
+        """Every single-draw estimate of the whole bound, (B, S)."""
+        return (self.prior + self.reconstruction).unsqueeze(1) + self.diffusion
 
 
 @dataclass
@@ -100,4 +136,40 @@ class BoundMixin:
         terms = torch.empty(x0.shape[0], self.timesteps, dtype=x0.dtype, device=x0.device)
         for term in self.bound_terms(x0, generator, cond, clip_x0):
             terms[:, term.t - 1] = term.nats * scale
-        return NLL(prior, terms)
+        rec = None
+        if self.schedule.noisy_start:  # z_0 = alpha_0 x0 + sigma_0 eps, drawn after the grid's draws
+            rec = sum_flat(self.schedule.reconstruction(x0, self.schedule.noise_like(x0, generator), self.levels)) * scale
+        return NLL(prior, terms, rec)
+
+    @torch.no_grad()
+    def continuous_bound(self, x0: Tensor, generator: torch.Generator | None = None, cond=None,
+                         draws: int = 1) -> ContinuousNLL:
+        """The continuous-time bound (VDM eq. 17) per example in bits/dim: L_T and the
+        reconstruction term in closed form (one draw of z_0), and the diffusion loss
+        1/2 (-lambda'(t)) ||eps - eps_hat||^2 at ``draws`` times t per example, spread evenly
+        over (0, 1] from one uniform offset per example (antithetic: each draw is still U(0, 1]).
+        Costs ``draws`` network evaluations per batch. Needs a continuous schedule with a noisy z_0
+        (VDM's) and a parameterization that gives eps."""
+        if not (self.schedule.continuous and self.schedule.noisy_start):
+            raise GendiffError(
+                f"the continuous-time bound needs a continuous-time schedule with a finite SNR at t = 0 (one that "
+                f"provides \"finite-snr\", e.g. vdm-fixed); schedule '{self.schedule.name}' is not one, so its bound "
+                f"is the T-step bound (nll_bpd)")
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws must be a positive integer, got {draws!r}")
+        batch, scale = x0.shape[0], 1.0 / (self.dims * math.log(2.0))
+        cond = self.checked_labels(cond, batch, x0.device)
+        prior = sum_flat(self.schedule.prior_kl(x0)) * scale
+        rec = sum_flat(self.schedule.reconstruction(x0, self.schedule.noise_like(x0, generator), self.levels)) * scale
+        where = generator.device if generator is not None else x0.device
+        offset = torch.rand(batch, 1, generator=generator, device=where, dtype=torch.float64)
+        times = (1.0 - torch.remainder(offset + torch.arange(draws, device=where, dtype=torch.float64) / draws, 1.0))
+        diffusion = torch.empty(batch, draws, dtype=x0.dtype, device=x0.device)
+        for j in range(draws):
+            t = times[:, j].to(x0.device)
+            noise = self.schedule.noise_like(x0, generator)
+            z_t = self.schedule.q_sample(x0, t, noise)
+            eps_hat = self.predict(z_t, t, cond=cond).eps
+            _, dlam = self.schedule.log_snr_and_derivative(t)
+            diffusion[:, j] = 0.5 * (-dlam).to(x0.dtype) * sum_flat((noise - eps_hat) ** 2) * scale
+        return ContinuousNLL(prior, rec, diffusion)

@@ -12,7 +12,8 @@ from .hookspecs import hookimpl
 @hookimpl
 def gendiff_register_schedules():
     return [schedules.LinearSchedule, schedules.CosineSchedule, schedules.QuadraticSchedule, schedules.VPCosine,
-            schedules.VPLinear, schedules.MaskingSchedule]
+            schedules.VPLinear, schedules.MaskingSchedule, schedules.VDMFixed, schedules.VDMLearnedEndpoints,
+            schedules.VDMLearned]
 
 
 @hookimpl
@@ -36,7 +37,7 @@ def gendiff_register_variances():
 @hookimpl
 def gendiff_register_weightings():
     return [weightings.Simple, weightings.VLB, weightings.MeanMSE, weightings.Hybrid, weightings.MinSNR, weightings.P2,
-            weightings.MaskedCE]
+            weightings.ContinuousVLB, weightings.DiscreteVLB, weightings.MaskedCE]
 
 
 @hookimpl
@@ -51,7 +52,7 @@ def gendiff_register_samplers():
 
 @hookimpl
 def gendiff_register_time_samplers():
-    return [time_samplers.Uniform, time_samplers.LossSecondMoment]
+    return [time_samplers.Uniform, time_samplers.LossSecondMoment, time_samplers.LowDiscrepancy]
 
 
 @hookimpl

@@ -84,6 +84,11 @@ class ObjectiveMixin:
             prior = sum_flat(self.schedule.prior_kl(x0))
             return (prior + self.timesteps * self.bound_term(x0, x_t, t, p)) * scale
 
+        def endpoints_fn() -> Tensor:
+            prior = sum_flat(self.schedule.prior_kl(x0))
+            rec = self.schedule.reconstruction(x0, noise, self.levels)
+            return (prior if rec is None else prior + sum_flat(rec)) * scale
+
         return LossTerms(
             x0=x0,
             t=t,
@@ -100,6 +105,7 @@ class ObjectiveMixin:
             parameterization=self.parameterization,
             cond=cond,
             importance=importance,
+            endpoints_fn=endpoints_fn,
         )
 
     def objective(self, terms: LossTerms) -> tuple[Tensor, Tensor]:

@@ -9,8 +9,9 @@ the weights), in the global batch's order, on every process alike. A sampler tha
 its state in ``state_dict()`` (tensors only), which every checkpoint stores, so a resumed run
 draws exactly the times an uninterrupted one would.
 
-Built-ins: ``uniform`` (Algorithm 1) and ``loss-second-moment`` (Nichol & Dhariwal 2021,
-Sec. 3.3: importance sampling p(t) proportional to sqrt(E[L_t^2])).
+Built-ins: ``uniform`` (Algorithm 1), ``loss-second-moment`` (Nichol & Dhariwal 2021,
+Sec. 3.3: importance sampling p(t) proportional to sqrt(E[L_t^2])) and ``low-discrepancy``
+(Kingma et al. 2021, Appendix I: one uniform offset per batch, the B times evenly spread).
 """
 
 from __future__ import annotations
@@ -118,3 +119,35 @@ class LossSecondMoment(TimeSampler):
     def load_state_dict(self, state):
         if state:
             self.losses, self.counts = state["losses"].double().clone(), state["counts"].long().clone()
+
+
+class LowDiscrepancy(TimeSampler):
+    """VDM's low-discrepancy sampler (Kingma et al. 2021, Appendix I): one u ~ U[0, 1) per global
+    batch and u_i = (u + i / B) mod 1 for its B examples, so the batch covers (0, 1] evenly; each
+    u_i is still uniform, so the loss's expectation is unchanged and its variance falls. Times are
+    t = 1 - u_i in (0, 1] for a continuous schedule, or the grid step ceil(u'_i T) (u'_i = 1 - u_i)
+    for a discrete one, which is uniform on {1..T}.
+
+    Args:
+        grid: for a continuous schedule, draw the grid times t = i / T (i = ceil(u'_i T)) instead
+            of any t; the T-step VDM loss (``vdm-discrete``) needs them (this provides "grid-times").
+    """
+
+    name = "low-discrepancy"
+
+    def __init__(self, grid: bool = False):
+        if not isinstance(grid, bool):
+            raise ValueError(f"grid must be true or false, got {grid!r}")
+        self.grid = grid
+        self.provides = frozenset({"grid-times"}) if grid else frozenset()
+
+    def sample(self, batch, schedule, generator=None, device=None):
+        where = generator.device if generator is not None else torch.device(device or "cpu")
+        u0 = torch.rand((), generator=generator, device=where, dtype=torch.float64)
+        u = 1.0 - torch.remainder(u0 + torch.arange(batch, device=where, dtype=torch.float64) / batch, 1.0)  # (0, 1]
+        T = schedule.timesteps
+        if not schedule.continuous:
+            return torch.ceil(u * T).clamp(1, T).long().to(device), None
+        if self.grid:
+            return (torch.ceil(u * T).clamp(1, T) / T).to(device), None
+        return u.to(device), None

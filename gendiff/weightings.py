@@ -12,7 +12,15 @@ the parameterization, plus the pieces a weighting combines, each computed only w
 - :meth:`LossTerms.snr` and :meth:`LossTerms.log_snr`: SNR(t) = abar_t / (1 - abar_t) per example;
 - :meth:`LossTerms.bound`: an unbiased one-sample estimate of the whole variational bound
   (eq. 5), L_T + T * L_{t-1}, in nats per dimension, every term in closed form;
-- :meth:`LossTerms.mean_mse`: ||mu~_t - mu_theta||^2 per dimension (Table 2's unweighted MSE).
+- :meth:`LossTerms.mean_mse`: ||mu~_t - mu_theta||^2 per dimension (Table 2's unweighted MSE);
+- :meth:`LossTerms.endpoints`: the bound's prior and reconstruction terms, L_T - log p(x0 | z_0),
+  per dimension, with their gradient to the schedule (VDM's bound; the reconstruction is 0 for a
+  schedule whose z_0 is the data);
+- :meth:`LossTerms.log_snr_and_derivative`: lambda(t) and lambda'(t) at the training times.
+
+VDM's weightings (Kingma et al. 2021) train the schedule as well: ``vdm`` is the continuous-time
+bound (VDM eq. 17) and ``vdm-discrete`` the T-step one (VDM eq. 14); both provide
+``trains-schedule``, which a learned schedule requires.
 
 How t is drawn is the time sampler's business (:mod:`gendiff.time_samplers`); its importance
 weights are applied by the composed model, not by the weighting. Time convention: ``terms.t`` is
@@ -27,6 +35,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+import torch
 from torch import Tensor
 
 from .component import Component
@@ -62,6 +71,8 @@ class LossTerms:
     cond: Tensor | None = None  #: the training labels after label dropout (None: unconditional)
     #: the time sampler's importance weights (B,) or None; the model applies them, not the weighting
     importance: Tensor | None = None
+    #: ``endpoints_fn() -> (B,)`` nats: L_T + the reconstruction term (supplied by the model)
+    endpoints_fn: Callable[[], Tensor] | None = None
 
     @property
     def target(self) -> Tensor:
@@ -102,6 +113,17 @@ class LossTerms:
         variance is trained by it (Improved DDPM's hybrid loss)."""
         pred = self.prediction.detach() if detach_prediction else self.prediction
         return self.bound_fn(pred)
+
+    def endpoints(self) -> Tensor:
+        """(L_T - log p(x0 | z_0)) / D in nats per dimension, shape (B,): the prior term and the
+        reconstruction term of the bound (VDM eq. 11), differentiable in the schedule's parameters.
+        The reconstruction is 0 for a schedule whose z_0 is the data; the draw of z_0 uses ``noise``."""
+        return self.endpoints_fn()
+
+    def log_snr_and_derivative(self) -> tuple[Tensor, Tensor]:
+        """(lambda(t), lambda'(t)) per example at the training times, float64 (B,), the derivative
+        exact, both with their graph to the schedule's parameters (continuous Gaussian schedules)."""
+        return self.schedule.log_snr_and_derivative(self.t)
 
     def mean_mse(self) -> Tensor:
         """mean_flat((mu~_t(x_t, x0) - mu_theta(x_t, t))^2), shape (B,)."""
@@ -209,6 +231,54 @@ class P2(LossWeighting):
         return terms.mse("eps") / (self.k + terms.snr()) ** self.gamma
 
 
+class ContinuousVLB(LossWeighting):
+    """VDM's continuous-time bound (Kingma et al. 2021, eq. 17) as the training loss, per dimension:
+
+        L = L_T - log p(x0 | z_0) + 1/2 * (-lambda'(t)) * ||eps - eps_hat(z_t, t)||^2,   t ~ U(0, 1],
+
+    lambda = log SNR = -gamma, so -lambda' = gamma' > 0, taken exactly (autograd or closed form).
+    Its expectation is the bound as T -> infinity (in nats; divide by log 2 for bits), and it trains
+    the schedule: the endpoints through the prior and reconstruction terms, a learned interior
+    through gamma' and z_t (or, for ``vdm-learned``'s ``interior = "variance"``, the variance).
+    Requires a continuous schedule with finite SNR at t = 0 (a reconstruction term) and a
+    parameterization that gives eps."""
+
+    name = "vdm"
+    provides = frozenset({"trains-schedule"})
+    requires = {"schedule": frozenset({"continuous-time", "finite-snr"}), "parameterization": frozenset({"eps"})}
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        _, dlam = terms.log_snr_and_derivative()
+        err = terms.mse("eps")  # mean over dimensions of (eps - eps_hat)^2
+        return terms.endpoints() + 0.5 * (-dlam).to(err.dtype) * err
+
+
+class DiscreteVLB(LossWeighting):
+    """VDM's T-step bound (Kingma et al. 2021, eq. 14) as the training loss, per dimension:
+
+        L = L_T - log p(x0 | z_0) + T/2 * expm1(gamma(t) - gamma(s)) * ||eps - eps_hat(z_t, t)||^2,
+
+    t = i / T drawn on the schedule's grid (i in {1..T}) and s = t - 1/T. Each KL term of the T-step
+    bound with the posterior variance is 1/2 (SNR(s) - SNR(t)) ||x0 - x0_hat||^2 (VDM eq. 13), and
+    ||x0 - x0_hat||^2 = ||eps - eps_hat||^2 / SNR(t), hence expm1(gamma_t - gamma_s). Tends to
+    ``vdm`` as T grows. It needs grid times: use the ``low-discrepancy`` time sampler with
+    ``grid = true`` (it provides "grid-times")."""
+
+    name = "vdm-discrete"
+    provides = frozenset({"trains-schedule"})
+    requires = {"schedule": frozenset({"continuous-time", "finite-snr"}), "parameterization": frozenset({"eps"}),
+                "time_sampler": frozenset({"grid-times"})}
+
+    def loss(self, terms: LossTerms) -> Tensor:
+        schedule = terms.schedule
+        i = schedule.grid_index(terms.t, "the vdm-discrete step")  # refuses a time off the grid
+        T = schedule.timesteps
+        t = i.double() / T
+        gamma_t, gamma_s = -schedule.log_snr(t), -schedule.log_snr(t - 1.0 / T)
+        err = terms.mse("eps")
+        return terms.endpoints() + 0.5 * T * torch.expm1(gamma_t - gamma_s).to(err.dtype) * err
+
+
 class MaskedCE(LossWeighting):
     """For masking processes: the mean cross-entropy over *all* masked coordinates of x_t, a
     lower-variance training signal than the bound's single revealed coordinate (ARDM's
@@ -226,4 +296,5 @@ class MaskedCE(LossWeighting):
         return ce.reshape(len(ce), -1).sum(1) / masked.reshape(len(ce), -1).sum(1).clamp(min=1)
 
 
-__all__ = ["LossTerms", "LossWeighting", "Simple", "VLB", "MeanMSE", "Hybrid", "MinSNR", "P2", "MaskedCE", "mean_flat"]
+__all__ = ["LossTerms", "LossWeighting", "Simple", "VLB", "MeanMSE", "Hybrid", "MinSNR", "P2", "ContinuousVLB",
+           "DiscreteVLB", "MaskedCE", "mean_flat"]

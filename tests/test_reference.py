@@ -1,7 +1,9 @@
 """Unconditional recipes behave exactly as before the conditioning / continuous-time contracts.
 
 The expected fingerprints below were recorded from main at commit d2b16fc, before the contracts
-changed (issue 12), by running this file's ``compute`` functions there. Every value is exact:
+changed (issue 12), by running this file's ``compute`` functions there, and re-recorded from main
+at a5731d9 when pip began to resolve torch 2.14.1, whose kernels round some last bits differently
+(2026-12-02; the tree that added trainable components gives the same values). Every value is exact:
 a loss as a float hex string, a tensor as the SHA-256 of its float64 bytes. A change that moves
 any bit of an unconditional model's losses, bound or samples for a fixed seed fails here.
 """
@@ -83,16 +85,16 @@ def compute_training(tmp_path) -> dict[str, str]:
 
 
 EXPECTED_MODELS = {
-    "eps-simple": {"loss": "0x1.eeed5c0000000p-1", "nll": "8cd79cf1adeee512", "ancestral": "405a65f04726eda6"},
-    "v-hybrid": {"loss": "0x1.d9c60e0000000p-1", "nll": "c58e44692f64899d", "ancestral": "7c3a46d88e09bd07"},
-    "x0-vlb": {"loss": "0x1.6ade340000000p+12", "nll": "6cab516a430460c4", "ancestral": "e3923312e3807554"},
-    "mu-mse": {"loss": "0x1.a41bb80000000p-2", "nll": "2c5920e2d0657516", "ancestral": "2c06a807aba4e401"},
-    "masking": {"loss": "0x1.5594960000000p+0", "nll": "ac109d8e8fba1b18", "ancestral": "29607f2e996e6200"},
+    "eps-simple": {"loss": "0x1.eeed5c0000000p-1", "nll": "e062447ae987df1a", "ancestral": "cee0635361f40a5b"},
+    "masking": {"loss": "0x1.5594940000000p+0", "nll": "3fa1be8692d65800", "ancestral": "29607f2e996e6200"},
+    "mu-mse": {"loss": "0x1.a41bb80000000p-2", "nll": "86192b6fff57e2f6", "ancestral": "d573e1a0a63eb277"},
+    "v-hybrid": {"loss": "0x1.d9c60e0000000p-1", "nll": "d976d8cfd9a80be9", "ancestral": "79fde5e37a60c65f"},
+    "x0-vlb": {"loss": "0x1.6ade340000000p+12", "nll": "78f088c593524fa4", "ancestral": "c252eaa5491e2c1b"},
 }
-EXPECTED_SAMPLERS = {"ancestral": "b79fc75ad2cfa70c", "ddim": "d90cbe0d3eba66cc", "respaced": "ed2412cba3325998",
-                     "dpm-solver++": "7e1dd287ad4456ac"}
+EXPECTED_SAMPLERS = {"ancestral": "5fef55ecd5d242d9", "ddim": "1a5575ae00bd4c0a", "respaced": "5c8f5da170c567ab",
+                     "dpm-solver++": "7ee86817ee71d48a"}
 EXPECTED_TRAINING = {"losses": ["0x1.f1cf280000000p-1", "0x1.fe5bc00000000p-1", "0x1.063a8c0000000p+0"],
-                     "weights": "679aa983675409c3"}
+                     "weights": "e9779c35843fff69"}
 
 
 @pytest.mark.parametrize("key", sorted(MODELS))

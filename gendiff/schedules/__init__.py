@@ -4,6 +4,8 @@
 - :mod:`.gaussian`: Gaussian processes, discrete (:class:`GaussianSchedule`: ``linear``,
   ``quadratic``, ``cosine``) and continuous (:class:`ContinuousGaussianSchedule`: ``vp-cosine``,
   ``vp-linear``);
+- :mod:`.vdm`: Variational Diffusion Model schedules given by gamma(t) = -log SNR(t), finite SNR
+  at both ends (``vdm-fixed``, ``vdm-learned-endpoints``, ``vdm-learned``);
 - :mod:`.masking`: the masking process of the autoregressive special case (Sec. 4.3).
 
 Time convention: a discrete schedule's t is the paper's t in {1..T} (integer tensors (B,)); a
@@ -16,9 +18,10 @@ from .gaussian import (
     QuadraticSchedule, VPCosine, VPLinear, pointwise,
 )
 from .masking import ORDERS, MaskingSchedule
+from .vdm import VDMFixed, VDMLearned, VDMLearnedEndpoints, VDMSchedule
 
 __all__ = [
     "MAX_TIMESTEPS", "ORDERS", "POINTWISE", "ContinuousGaussianSchedule", "CosineSchedule", "GaussianSchedule",
-    "LinearSchedule", "MaskingSchedule", "NoiseSchedule", "QuadraticSchedule", "TimeError", "VPCosine", "VPLinear",
-    "pointwise",
+    "LinearSchedule", "MaskingSchedule", "NoiseSchedule", "QuadraticSchedule", "TimeError", "VDMFixed", "VDMLearned",
+    "VDMLearnedEndpoints", "VDMSchedule", "VPCosine", "VPLinear", "pointwise",
 ]

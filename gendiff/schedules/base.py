@@ -118,6 +118,18 @@ class NoiseSchedule(Component, ABC):
     def prior_kl(self, x0: Tensor) -> Tensor:
         """L_T = KL(q(x_T | x0) || p(x_T)) per element, in nats."""
 
+    @property
+    def noisy_start(self) -> bool:
+        """Whether z_0 is noisy (the schedule provides ``finite-snr``): the bound then has the
+        reconstruction term :meth:`reconstruction`, and no grid step decodes."""
+        return "finite-snr" in self.provides
+
+    def reconstruction(self, x0: Tensor, noise: Tensor, levels: int) -> Tensor | None:
+        """The bound's reconstruction term -log p(x0 | z_0) per element in nats, for a process
+        whose z_0 = q_sample(x0, 0, noise) is itself noisy (a finite SNR at t = 0, as VDM's); None
+        when z_0 = x0, so that the first grid step's reverse transition decodes (eq. 13)."""
+        return None
+
     def model_input(self, x_t: Tensor, t: Tensor) -> Tensor:
         """What the network sees for x_t (x_t itself; a masking process would add its mask)."""
         return x_t

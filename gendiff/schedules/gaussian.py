@@ -62,6 +62,7 @@ class GaussianSchedule(NoiseSchedule):
             raise ValueError(f"timesteps must be an integer from 2 to {MAX_TIMESTEPS:,}, got {timesteps!r}")
         self.timesteps = timesteps
         self._tables64: dict[str, Tensor] | None = None
+        self._tables_version: tuple = ()
         self._cache: dict[tuple, dict[str, Tensor]] = {}
 
     @abstractmethod
@@ -71,30 +72,54 @@ class GaussianSchedule(NoiseSchedule):
     # -- the precomputed tables -------------------------------------------------------------
     @property
     def tables(self) -> dict[str, Tensor]:
-        """float64 tables of length T + 1, indexed by the paper's t (entry 0 is t = 0)."""
-        if self._tables64 is None:
-            self._tables64 = self._compute_tables()
+        """float64 tables of length T + 1, indexed by the paper's t (entry 0 is t = 0).
+
+        Built under ``no_grad`` from the schedule's current parameters (a schedule that is an
+        ``nn.Module`` may learn): they are rebuilt whenever a parameter or buffer changes (an
+        optimizer step, ``load_state_dict``, a move to another device), never served stale."""
+        version = self.parameter_version()
+        if self._tables64 is None or version != self._tables_version:
+            with torch.no_grad():
+                self._tables64 = self._compute_tables()
+            self._cache, self._tables_version = {}, version
         return self._tables64
 
-    def _compute_tables(self) -> dict[str, Tensor]:
+    def parameter_version(self) -> tuple:
+        """Identifies the current values of the schedule's parameters and buffers (their storage
+        and in-place version counters); () for a schedule without any."""
+        if not isinstance(self, torch.nn.Module):
+            return ()
+        return tuple((p.data_ptr(), p._version) for p in (*self.parameters(), *self.buffers()))
+
+    def grid_abar(self) -> tuple[Tensor, Tensor]:
+        """(beta_0..beta_T, abar_0..abar_T) of the T-step grid, float64: the betas given and
+        abar_t = prod_{s<=t} (1 - beta_s), abar_0 = 1 (eq. 4)."""
         b = torch.as_tensor(self.betas(), dtype=torch.float64)
         if b.shape != (self.timesteps,):
             raise ValueError(f"betas() must have shape ({self.timesteps},), got {tuple(b.shape)}")
         if not bool(((b > 0) & (b < 1)).all()):
             raise ValueError("every beta_t must lie in (0, 1)")
         beta = torch.cat([torch.zeros(1, dtype=torch.float64), b])  # beta_0 = 0
+        return beta, torch.cumprod(1.0 - beta, 0)
+
+    def _compute_tables(self) -> dict[str, Tensor]:
+        beta, abar = self.grid_abar()
         alpha = 1.0 - beta
-        abar = torch.cumprod(alpha, 0)  # abar_0 = 1
-        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-        # eq. 7: beta~_t = (1 - abar_{t-1}) / (1 - abar_t) * beta_t; beta~_0 := 0, beta~_1 = 0
+        abar_prev = torch.cat([abar[:1] / alpha[:1], abar[:-1]])  # entry 0 unused
+        clean_start = bool(abar[0] == 1.0)  # z_0 = x0 (the paper); False: finite SNR at t = 0 (VDM)
+        # eq. 7: beta~_t = (1 - abar_{t-1}) / (1 - abar_t) * beta_t; beta~_0 := 0
         post_var = torch.zeros_like(beta)
         post_var[1:] = (1.0 - abar_prev[1:]) / (1.0 - abar[1:]) * beta[1:]
-        # the official code's clipped log: beta~_2 stands in for beta~_1 = 0 (and for t = 0)
         post_var_clipped = post_var.clone()
-        post_var_clipped[:2] = post_var[2]
-        # fixed-large: sigma_t^2 = beta_t, with beta~_2 at t = 1 as in the official code
         large = beta.clone()
-        large[:2] = post_var[2]
+        if clean_start:
+            # beta~_1 = 0: the official code's clipped log, beta~_2 stands in for beta~_1 (and t = 0);
+            # fixed-large: sigma_t^2 = beta_t, with beta~_2 at t = 1 as in the official code
+            post_var_clipped[:2] = post_var[2]
+            large[:2] = post_var[2]
+        else:  # every beta~_t > 0 (the first step ends at a noisy z_0); entry 0 unused
+            post_var_clipped[0] = post_var[1]
+            large[0] = beta[1]
         coef_x0 = torch.zeros_like(beta)
         coef_xt = torch.zeros_like(beta)
         coef_x0[1:] = abar_prev[1:].sqrt() * beta[1:] / (1.0 - abar[1:])  # eq. 7, x0 term
@@ -121,9 +146,10 @@ class GaussianSchedule(NoiseSchedule):
         and cast to its dtype and device. A discrete schedule refuses a fractional t; a continuous
         one computes the :data:`POINTWISE` quantities at any t and the others on its grid."""
         key = (like.device, like.dtype)
+        tables = self.tables  # rebuilt first if the parameters changed (which also empties the cache)
         cast = self._cache.get(key)
         if cast is None:
-            cast = {k: v.to(device=like.device, dtype=like.dtype) for k, v in self.tables.items()}
+            cast = {k: v.to(device=like.device, dtype=like.dtype) for k, v in tables.items()}
             self._cache[key] = cast
         if self.continuous and name in POINTWISE:
             values = pointwise(name, self.abar_at(t.to(like.device, torch.float64))).to(like.dtype)
@@ -282,22 +308,46 @@ class CosineSchedule(GaussianSchedule):
 
 class ContinuousGaussianSchedule(GaussianSchedule):
     """A Gaussian forward process in continuous time t in [0, 1] (a VP-SDE; Kingma et al. 2021's
-    VDM view): subclasses give ``abar_at(t)`` (float64, abar_at(0) = 1, strictly decreasing).
+    VDM view): subclasses give ``abar_at(t)`` (float64, strictly decreasing, above 0 at t = 1).
+
+    ``abar_at(0)`` is 1 for a process that starts at the data (z_0 = x0, the paper's view), or
+    below 1 for one with a finite SNR at t = 0 (VDM): z_0 = alpha_0 x0 + sigma_0 eps is then
+    itself noisy, and the bound adds the reconstruction term -log p(x0 | z_0)
+    (:meth:`NoiseSchedule.reconstruction`).
 
     ``timesteps`` is T of the grid t_i = i / T that the ancestral sampler, the bound and the
-    fixed variances use; their tables are built from the grid's betas,
-    beta_i = 1 - abar(i / T) / abar((i - 1) / T), exactly as for a discrete schedule."""
+    fixed variances use; their tables are built from abar at the grid points, abar_i = abar(i / T),
+    beta_i = 1 - abar_i / abar_{i-1}, exactly as for a discrete schedule."""
 
     continuous: ClassVar[bool] = True
     provides: ClassVar[frozenset[str]] = frozenset({"gaussian", "continuous-time"})
 
     @abstractmethod
     def abar_at(self, t: Tensor) -> Tensor:
-        """abar(t) for float64 t in [0, 1]: 1 at t = 0, strictly decreasing, above 0 at t = 1."""
+        """abar(t) for float64 t in [0, 1]: at most 1 at t = 0, strictly decreasing, above 0 at t = 1."""
+
+    def grid_abar(self) -> tuple[Tensor, Tensor]:
+        abar = self.abar_at(torch.arange(self.timesteps + 1, dtype=torch.float64) / self.timesteps).double()
+        if not bool(torch.isfinite(abar).all()) or not bool((abar[1:] < abar[:-1]).all()) or not (
+                0 < float(abar[-1]) and float(abar[0]) <= 1):
+            raise ValueError(f"schedule '{self.name}': abar(t) must be finite, strictly decreasing on the "
+                             f"{self.timesteps}-step grid, at most 1 at t = 0 and above 0 at t = 1")
+        beta = torch.cat([torch.zeros(1, dtype=torch.float64), 1.0 - abar[1:] / abar[:-1]])
+        return beta, abar
 
     def betas(self) -> Tensor:
-        abar = self.abar_at(torch.arange(self.timesteps + 1, dtype=torch.float64) / self.timesteps)
-        return 1.0 - abar[1:] / abar[:-1]
+        return self.grid_abar()[0][1:]
+
+    def log_snr_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(lambda(t), dlambda/dt) at float64 times t, the derivative exact (autograd); both keep
+        their graph to the schedule's parameters when gradients are on (the continuous-time bound
+        and its weighting, :class:`gendiff.weightings.ContinuousVLB`, need lambda')."""
+        outer = torch.is_grad_enabled()
+        with torch.enable_grad():
+            tt = t.detach().double().requires_grad_(True)
+            lam = self.log_snr(tt)
+            (dlam,) = torch.autograd.grad(lam.sum(), tt, create_graph=outer)
+        return (lam if outer else lam.detach()), dlam
 
     def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
         """The exact t in [0, 1] with lambda(t) = ``log_snr`` (bisection in float64; values beyond
