@@ -2,7 +2,9 @@
 
 Layout of ``RUN/checkpoints/step-N/``:
 
-- ``model.safetensors``, ``ema.safetensors``: the backbone's weights and their EMA;
+- ``model.safetensors``, ``ema.safetensors``: the weights of every trainable component and their
+  EMA (:func:`component_state`): the backbone's under their own names, any other family's
+  parameters and buffers under ``FAMILY/NAME`` (e.g. ``schedule/l2_w`` of a learned schedule);
 - ``state.pt``: optimizer state, step, RNG states and data position, loadable with
   ``torch.load(weights_only=True)`` (no pickled code);
 - ``recipe.toml``: the resolved recipe, so a checkpoint alone can sample or resume;
@@ -195,9 +197,46 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source
         raise CheckpointError(
             f"the {what} in {source} do not fit this recipe's model: " + "; ".join(problems)
             + ". The recipe's network differs from the one that wrote the checkpoint (a changed backbone, "
-            "parameterization, variance or conditioning); use the recipe stored with the checkpoint, or start a new run."
+            "parameterization, variance or conditioning, or a learned component such as a schedule added, removed "
+            "or changed); use the recipe stored with the checkpoint, or start a new run."
         )
     module.load_state_dict(state)
+
+
+#: how the tensors of a non-backbone component are named in a weights file: FAMILY/NAME
+FAMILY_SEPARATOR = "/"
+
+
+def component_state(modules) -> dict[str, torch.Tensor]:
+    """One flat state of several components (``{family: nn.Module}``): the backbone's tensors
+    under their own names (as before trainable components existed, and as interop maps them),
+    every other family's under ``FAMILY/NAME``."""
+    out = {}
+    for family, module in modules.items():
+        for key, value in module.state_dict().items():
+            out[key if family == "backbone" else f"{family}{FAMILY_SEPARATOR}{key}"] = value
+    return out
+
+
+def load_components(modules, state: dict[str, torch.Tensor], source: Path | str, what: str = "weights") -> None:
+    """Load a :func:`component_state` into the components ``{family: nn.Module}``, or raise
+    :class:`CheckpointError` naming every tensor that does not fit (as :func:`load_weights`; a
+    learned schedule's tensors missing from a checkpoint are named like any other)."""
+
+    class _Together(torch.nn.Module):  # the components as one module whose state has the file's names
+        def state_dict(self, *args, **kwargs):
+            return component_state(modules)
+
+        def load_state_dict(self, flat, strict=True):
+            for family, module in modules.items():
+                if family == "backbone":
+                    part = {k: v for k, v in flat.items() if FAMILY_SEPARATOR not in k or k in module.state_dict()}
+                else:
+                    prefix = family + FAMILY_SEPARATOR
+                    part = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+                module.load_state_dict(part)
+
+    load_weights(_Together(), state, source, what)
 
 
 def _shape(tensor: torch.Tensor) -> str:

@@ -45,7 +45,62 @@ class ReverseStep:
     prediction: Prediction
 
 
-class Diffusion(BoundMixin, ObjectiveMixin, nn.Module):
+class ComponentsMixin:
+    """The composed model's components as a whole (a part of :class:`Diffusion`): listing them,
+    the trainable ones (the trainable-component contract, docs/plugins.md) and their hooks."""
+
+    def components(self) -> dict[str, Any]:
+        """The model's component of every family, by family (backbone first)."""
+        return {family: getattr(self, family) for family in COMPONENT_FAMILIES}
+
+    def trainable(self) -> dict[str, nn.Module]:
+        """The components that hold parameters, by family, backbone first: what the trainer
+        optimises, the EMA averages and every checkpoint stores (the trainable-component contract,
+        docs/plugins.md). Any family's component may be one: an ``nn.Module`` with parameters."""
+        found = {}
+        for family, comp in self.components().items():
+            params = getattr(comp, "parameters", None)  # an nn.Module's
+            if callable(params) and next(params(), None) is not None:
+                found[family] = comp
+        return found
+
+    def with_components(self, **replace) -> "Diffusion":
+        """The same composed model with some components replaced, by family (e.g. the EMA copies
+        of every trainable component); the rest are shared."""
+        unknown = set(replace) - set(COMPONENT_FAMILIES)
+        if unknown:
+            raise KeyError(f"not a component family of the model: {', '.join(sorted(unknown))}")
+        parts = {**self.components(), **replace}
+        twin = Diffusion(parts["schedule"], parts["parameterization"], parts["variance"], parts["weighting"],
+                         parts["sampler"], parts["backbone"], self.data_shape, self.levels, parts["time_sampler"],
+                         self.conditioning)
+        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("recipe", "dataset")})
+        return twin
+
+    def after_backward(self, losses: Tensor) -> None:
+        """Tell every trainable component that a backward pass of the mean of ``losses`` (B,)
+        (this process's per-example losses, before importance weights) is done: a component that
+        shapes its own gradient (``after_backward(losses)``, e.g. VDM's variance-minimising
+        schedule) completes it here. The trainer calls this after every micro-batch."""
+        for comp in self.trainable().values():
+            hook = getattr(comp, "after_backward", None)
+            if hook is not None:
+                hook(losses)
+
+    def parameter_problems(self) -> list[str]:
+        """What each trainable component says is wrong with its current parameters
+        (``check_parameters() -> str | None``, e.g. a learned schedule that is no longer monotone);
+        the trainer asks after every optimizer step."""
+        problems = []
+        for comp in self.trainable().values():
+            check = getattr(comp, "check_parameters", None)
+            problem = check() if check is not None else None
+            if problem:
+                problems.append(problem)
+        return problems
+
+
+class Diffusion(ComponentsMixin, BoundMixin, ObjectiveMixin, nn.Module):
     """A diffusion model composed of a schedule, a parameterization, a variance, a loss
     weighting, a backbone, a sampler and a time sampler (see :func:`gendiff.build`).
 
@@ -82,55 +137,9 @@ class Diffusion(BoundMixin, ObjectiveMixin, nn.Module):
         self.cond: Tensor | None = None  #: the labels of a conditioned view (see :meth:`conditioned`)
         self.guidance = 0.0  #: the guidance weight of a conditioned view
 
-    def components(self) -> dict[str, Any]:
-        """The model's component of every family, by family (backbone first)."""
-        return {family: getattr(self, family) for family in COMPONENT_FAMILIES}
-
-    def trainable(self) -> dict[str, nn.Module]:
-        """The components that hold parameters, by family, backbone first: what the trainer
-        optimises, the EMA averages and every checkpoint stores (the trainable-component contract,
-        docs/plugins.md). Any family's component may be one: an ``nn.Module`` with parameters."""
-        return {family: comp for family, comp in self.components().items()
-                if isinstance(comp, nn.Module) and next(comp.parameters(), None) is not None}
-
-    def with_components(self, **replace) -> "Diffusion":
-        """The same composed model with some components replaced, by family (e.g. the EMA copies
-        of every trainable component); the rest are shared."""
-        unknown = set(replace) - set(COMPONENT_FAMILIES)
-        if unknown:
-            raise KeyError(f"not a component family of the model: {', '.join(sorted(unknown))}")
-        parts = {**self.components(), **replace}
-        twin = Diffusion(parts["schedule"], parts["parameterization"], parts["variance"], parts["weighting"],
-                         parts["sampler"], parts["backbone"], self.data_shape, self.levels, parts["time_sampler"],
-                         self.conditioning)
-        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("recipe", "dataset")})
-        return twin
-
     def with_backbone(self, backbone) -> "Diffusion":
         """The same composed model around another network."""
         return self.with_components(backbone=backbone)
-
-    def after_backward(self, losses: Tensor) -> None:
-        """Tell every trainable component that a backward pass of the mean of ``losses`` (B,)
-        (this process's per-example losses, before importance weights) is done: a component that
-        shapes its own gradient (``after_backward(losses)``, e.g. VDM's variance-minimising
-        schedule) completes it here. The trainer calls this after every micro-batch."""
-        for comp in self.trainable().values():
-            hook = getattr(comp, "after_backward", None)
-            if hook is not None:
-                hook(losses)
-
-    def parameter_problems(self) -> list[str]:
-        """What each trainable component says is wrong with its current parameters
-        (``check_parameters() -> str | None``, e.g. a learned schedule that is no longer monotone);
-        the trainer asks after every optimizer step."""
-        problems = []
-        for comp in self.trainable().values():
-            check = getattr(comp, "check_parameters", None)
-            problem = check() if check is not None else None
-            if problem:
-                problems.append(problem)
-        return problems
 
     def conditioned(self, cond, guidance: float | None = None) -> "Diffusion":
         """A view of this model whose network always sees the labels ``cond`` (B,) (or one

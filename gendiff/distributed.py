@@ -69,6 +69,18 @@ class Dist:
             value /= self.world
         return float(value)
 
+    def average_gradients(self, params) -> None:
+        """Average the gradients of ``params`` over all ranks (the trainable components outside
+        the DDP-wrapped network, e.g. a learned schedule); nothing for one process. A parameter
+        without a gradient on this rank takes part with zeros, so every rank calls alike."""
+        if not self.active:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.world
+
     def on_main(self, fn: Callable[[], Any], error: type[GendiffError]) -> Any:
         """Run ``fn`` on rank 0 alone (a write to the run folder); if it raises ``error``, raise
         the same message on every rank. Also a barrier: no rank goes on before rank 0 is done.

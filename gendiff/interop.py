@@ -204,6 +204,9 @@ def diffusers_configs(recipe: dict, in_channels: int, out_channels: int, image_s
         raise InteropError(f"backbone {back.get('name')!r}: only gendiff's 'unet' has a diffusers counterpart.")
     if recipe.get("conditioning", {}).get("labels"):
         raise InteropError("conditioning.labels = true: DDPMPipeline samples unconditional models only.")
+    if back.get("fourier_features"):
+        raise InteropError(f"backbone.fourier_features = {back['fourier_features']}: diffusers' UNet2DModel has no "
+                           f"Fourier-feature input.")
     names = {v: k for k, v in SCHEDULES.items()}
     schedule = recipe["schedule"]
     if schedule["name"] not in names or (schedule["name"] == "cosine" and (schedule.get("s", 0.008) != 0.008 or

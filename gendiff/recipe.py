@@ -185,6 +185,8 @@ class Recipe:
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     source: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    #: per-family Adam learning rates (``[schedule] lr = ...``); train.lr for the backbone and the rest
+    lrs: dict[str, float] = field(default_factory=dict)
 
 
 def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbone: bool = True,
@@ -215,6 +217,7 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
             problems.append(f"{table}.name: expected the registry name of a {table} (a string), got {_show(name)}")
             continue
         components[table] = ComponentSpec(name, {k: v for k, v in value.items() if k != "name"})
+    lrs = _family_learning_rates(components, problems)
     data = _parse_data(raw.get("data"), problems)
     configs = {}
     for table, cls in CONFIGS.items():
@@ -229,7 +232,33 @@ def parse_recipe(raw: Mapping[str, Any], source: str | None = None, needs_backbo
         problems.append(f"{PROVENANCE_TABLE}: expected a table (written by gendiff), got {type_name(raw[PROVENANCE_TABLE])}")
     if problems:
         raise RecipeError(problems, source)
-    return Recipe(components, data, configs["train"], configs["eval"], configs["conditioning"], source, dict(raw))
+    return Recipe(components, data, configs["train"], configs["eval"], configs["conditioning"], source, dict(raw),
+                  lrs)
+
+
+#: gendiff's own key in a component table: that family's learning rate (never passed to the component)
+LR_KEY = "lr"
+
+
+def _family_learning_rates(components: dict[str, ComponentSpec], problems: list[str]) -> dict[str, float]:
+    """``[FAMILY] lr = x``: the Adam learning rate of that family's parameters (a learned schedule's,
+    say), read by gendiff and never passed to the component; it follows train.lr's warmup. The
+    backbone's learning rate is train.lr. Whether the component has parameters is checked once it
+    is built (:func:`gendiff.training.setup.prepare`)."""
+    lrs = {}
+    for table, spec in components.items():
+        if LR_KEY not in spec.args:
+            continue
+        value = spec.args.pop(LR_KEY)
+        if table == "backbone":
+            problems.append("backbone.lr: the backbone's learning rate is train.lr; [FAMILY] lr sets the other "
+                            "families' (e.g. [schedule] lr for a learned schedule)")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            problems.append(f"{table}.lr: expected the learning rate of the {table}'s parameters, a positive number, "
+                            f"got {_show(value)}")
+        else:
+            lrs[table] = float(value)
+    return lrs
 
 
 def _sampler_guidance(sampler: ComponentSpec | None, conditioning: ConditioningConfig,
@@ -364,7 +393,7 @@ def resolve(recipe: Recipe, objects: Mapping[str, Any], dataset, system: PluginS
         if obj is not None:
             context = backbone_context(type(obj)) if table == "backbone" else ()
             args = {**constructor_defaults(type(obj), context), **args}
-        out[table] = {"name": spec.name, **args}
+        out[table] = {"name": spec.name, **args, **({LR_KEY: recipe.lrs[table]} if table in recipe.lrs else {})}
         plugins[table] = _provenance(system, table, spec.name)
     data: dict[str, Any] = {}
     if recipe.data.name is not None:

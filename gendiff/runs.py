@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from .conditioning import GuidanceWarning, class_names
-from .checkpoint import CheckpointError, load_checkpoint, load_latest, load_weights
+from .checkpoint import CheckpointError, load_checkpoint, load_components, load_latest
 from .diffusion import Diffusion
 from .errors import GendiffError
 from .images import grid, save_png, to_uint8
@@ -27,7 +27,8 @@ from .runtime import autocast, step_generator
 def load_run(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None, ema: bool = True,
              device: str | torch.device = "cpu", plugins=None) -> tuple[Diffusion, Path]:
     """A model from a run folder (its latest good checkpoint) or from a checkpoint folder.
-    The checkpoint's own recipe builds the model; ``ema`` selects the EMA weights."""
+    The checkpoint's own recipe builds the model; ``ema`` selects the EMA weights (of every
+    trainable component: a learned schedule's too, and the schedule's tables follow them)."""
     from .builder import build
 
     path = Path(path)
@@ -49,7 +50,8 @@ def load_run(path: str | os.PathLike, checkpoint: str | os.PathLike | None = Non
         raise CheckpointError(f"no checkpoint folder at {ckpt_path}")
     ckpt = ckpt or load_checkpoint(ckpt_path)
     model = build(tomllib.loads(ckpt.recipe_text), plugins=plugins)
-    load_weights(model.backbone, ckpt.ema if ema else ckpt.model, ckpt_path, "EMA weights" if ema else "weights")
+    # every trainable component (the backbone, a learned schedule, ...), checked by name and shape
+    load_components(model.trainable(), ckpt.ema if ema else ckpt.model, ckpt_path, "EMA weights" if ema else "weights")
     return model.to(device).eval(), Path(ckpt_path)
 
 

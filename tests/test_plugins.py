@@ -105,12 +105,14 @@ def test_hook_docstring_examples_run_and_conform(family, hook, code):
 def test_builtins_register_through_the_hooks():
     system = create_plugin_system(autoload=False)
     builtins = system.plugins["gendiff"].components  # what gendiff itself registers (no autoload here)
-    assert builtins["schedule"] == ["linear", "cosine", "quadratic", "vp-cosine", "vp-linear", "masking"]
+    assert builtins["schedule"] == ["linear", "cosine", "quadratic", "vp-cosine", "vp-linear", "masking",
+                                     "vdm-fixed", "vdm-learned-endpoints", "vdm-learned"]
     assert system.registry("schedule").plugin_of("linear") == "gendiff"
     assert builtins["parameterization"] == ["eps", "x0", "mu", "v", "score", "x0-logits"]
     assert builtins["variance"] == ["fixed-large", "fixed-small", "learned", "learned-range", "categorical"]
-    assert builtins["weighting"] == ["simple", "vlb", "mse-mu", "hybrid", "min-snr", "p2", "masked-ce"]
-    assert builtins["time_sampler"] == ["uniform", "loss-second-moment"]
+    assert builtins["weighting"] == ["simple", "vlb", "mse-mu", "hybrid", "min-snr", "p2", "vdm", "vdm-discrete",
+                                      "masked-ce"]
+    assert builtins["time_sampler"] == ["uniform", "loss-second-moment", "low-discrepancy"]
 
 
 def test_unknown_name_lists_the_available_ones():

@@ -134,6 +134,10 @@ class UNet(Backbone):
         downsample_padding: ``"symmetric"`` (one pixel on every side of the stride-2 convolution) or
             ``"same"`` (TensorFlow's "SAME" for even sizes, as the official code: none before,
             one after, in each spatial dimension).
+        fourier_features: exponents n of Fourier features of the input (VDM, Kingma et al. 2021,
+            Appendix C): sin(2^n pi x) and cos(2^n pi x) of every input channel are concatenated to
+            the input, which helps the network resolve fine detail near t = 0 (VDM uses n = 7, 8 for
+            8-bit images; () adds none, the paper's U-Net).
     Set by gendiff: in_channels, out_channels, image_size, and num_classes: K > 0 adds a learned
     embedding of K + 1 labels (the last is the null label of classifier-free guidance) to the time
     embedding, as in Dhariwal & Nichol (2021); 0 (unconditional) adds nothing.
@@ -159,6 +163,7 @@ class UNet(Backbone):
         downsample_padding: str = "symmetric",
         init: str = "pytorch",
         num_classes: int = 0,
+        fourier_features: Sequence[int] = (),
     ):
         super().__init__()
         channel_mult = tuple(channel_mult)
@@ -193,15 +198,22 @@ class UNet(Backbone):
             raise ValueError(f"downsample_padding must be \"symmetric\" or \"same\", got {downsample_padding!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        fourier_features = tuple(fourier_features)
+        if any(isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 16 for n in fourier_features) or \
+                len(set(fourier_features)) != len(fourier_features):
+            raise ValueError(f"fourier_features must be distinct integer exponents from 0 to 16, got "
+                             f"{list(fourier_features)}")
         attn = set(attn_resolutions)
         self.channels, self.num_classes, self.time_offset = channels, num_classes, time_offset
+        self.register_buffer("fourier_scales", torch.tensor([2.0**n * math.pi for n in fourier_features]),
+                             persistent=False)
         temb_dim = 4 * channels
         self.temb = nn.Sequential(
             nn.Linear(channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
         )
         if num_classes:  # K classes and the null label
             self.label_emb = nn.Embedding(num_classes + 1, temb_dim)
-        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels * (1 + 2 * len(fourier_features)), channels, 3, padding=1)
 
         def block(cin, cout):
             return ResBlock(cin, cout, temb_dim, float(dropout), norm_groups)
@@ -262,6 +274,9 @@ class UNet(Backbone):
             temb = temb + self.label_emb(cond)
         elif cond is not None:
             raise ValueError("this U-Net was built without classes (num_classes = 0); it takes no labels")
+        if len(self.fourier_scales):  # (B, C, H, W) -> (B, C (1 + 2 F), H, W)
+            angles = (x.unsqueeze(2) * self.fourier_scales.to(x.dtype).view(1, 1, -1, 1, 1)).flatten(1, 2)
+            x = torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=1)
         hs = [self.conv_in(x)]
         for layers in self.down:
             hs.append(_apply(layers, hs[-1], temb))

@@ -214,16 +214,23 @@ def eval_nll(
     progress: Progress = True,
     clip_x0: bool = typer.Option(False, "--clip-x0", help="The official evaluation's convention: clip x0_hat to "
                                  "[-1, 1] before forming each reverse mean (calc_bpd_loop, clip_denoised=True)."),
+    draws: int = typer.Option(16, "--draws", min=1, help="Times t per image for the continuous-time bound (VDM "
+                              "schedules only)."),
 ) -> None:
     """Bits/dim (the bound of eq. 5) with its breakdown L_T, L_1..L_{T-1}, L_0 and every term L_{t-1};
+    for a VDM schedule also the continuous-time bound (VDM eq. 17) with its standard error;
     JSON in RUN/eval/ (nll-SPLIT.json, or nll-SPLIT-clipped.json with --clip-x0)."""
     import json
 
-    from ..evaluation.likelihood import nll_report
+    from ..evaluation.likelihood import continuous_pass, nll_report
     from ..evaluation.inputs import run_folder
 
-    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision, clip_x0)
+    bp, ckpt, model, data, labels = _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device,
+                                                precision, clip_x0)
     report = nll_report(bp, split)
+    if model.schedule.continuous and model.schedule.noisy_start:  # VDM: also the bound as T -> infinity
+        report["continuous_bits_per_dim"] = continuous_pass(model, data, draws=draws, batch_size=batch_size,
+                                                            seed=seed, labels=labels)
     report["checkpoint"] = str(ckpt)
     out = run_folder(ckpt) / "eval" / f"nll-{split}{'-clipped' if clip_x0 else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,9 +241,17 @@ def eval_nll(
     table.add_column("term")
     table.add_column("bits/dim", justify="right")
     table.add_row("L_T (prior)", f"{bpd['prior_L_T']:.3e}")
-    table.add_row("L_1 + ... + L_{T-1}", f"{bpd['sum_L_1_to_L_T_minus_1']:.5f}")
-    table.add_row("L_0 (decoder)", f"{bpd['decoder_L_0']:.5f}")
-    table.add_row("total (NLL bound)", f"{bpd['total']:.5f}")
+    if "reconstruction_L_0" in bpd:
+        table.add_row("the T KL terms", f"{bpd['sum_of_the_T_KL_terms']:.5f}")
+        table.add_row("L_0 (reconstruction from z_0)", f"{bpd['reconstruction_L_0']:.5f}")
+    else:
+        table.add_row("L_1 + ... + L_{T-1}", f"{bpd['sum_L_1_to_L_T_minus_1']:.5f}")
+        table.add_row("L_0 (decoder)", f"{bpd['decoder_L_0']:.5f}")
+    table.add_row(f"total (the {len(bp.terms)}-step bound)", f"{bpd['total']:.5f}")
+    if "continuous_bits_per_dim" in report:
+        c = report["continuous_bits_per_dim"]
+        table.add_row(f"continuous-time bound ({c['draws_per_example']} t per image)",
+                      f"{c['total']:.5f} +- {c['stderr']:.5f}")
     console.print(table)
 
 
@@ -257,7 +272,7 @@ def eval_rd(
     from ..evaluation.inputs import run_folder
     from ..evaluation.likelihood import write_rate_distortion
 
-    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision)
+    bp, ckpt = _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, device, precision)[:2]
     csv_path, png_path = write_rate_distortion(bp, run_folder(ckpt) / "eval" / f"rd-{split}")
     rate = bp.rate()
     T = len(bp.terms)
@@ -280,7 +295,7 @@ def _bound_pass(run_path, split, n, batch_size, seed, progress, checkpoint, devi
     if n > len(data):
         raise GendiffError(f"--n {n} is more than the {len(data)} images of the {split} split")
     data = data[:n]
+    labels = split_labels(model, model.dataset, split, n)
     with Bar("bound (image-steps)", n * model.timesteps, err_console, progress) as bar, autocast(dev, dtype):
-        bp = bound_pass(model, data, batch_size, seed, progress=bar.advance,
-                        labels=split_labels(model, model.dataset, split, n), clip_x0=clip_x0)
-    return bp, ckpt
+        bp = bound_pass(model, data, batch_size, seed, progress=bar.advance, labels=labels, clip_x0=clip_x0)
+    return bp, ckpt, model, data, labels

@@ -80,13 +80,11 @@ class GaussianSchedule(NoiseSchedule):
         version = self.parameter_version()
         if self._tables64 is None or version != self._tables_version:
             with torch.no_grad():
-                self._tables64 = self._compute_tables()
-            self._cache, self._tables_version = {}, version
+                self._tables64, self._cache, self._tables_version = self._compute_tables(), {}, version
         return self._tables64
 
     def parameter_version(self) -> tuple:
-        """Identifies the current values of the schedule's parameters and buffers (their storage
-        and in-place version counters); () for a schedule without any."""
+        """The parameters' and buffers' storages and in-place version counters (() for none)."""
         if not isinstance(self, torch.nn.Module):
             return ()
         return tuple((p.data_ptr(), p._version) for p in (*self.parameters(), *self.buffers()))

@@ -18,7 +18,8 @@ from .helpers import example_instance
 from .models import TinyConv, eval_context, testing_plugin_system, tiny_model
 from .process import check_parameterization, check_schedule, check_variance
 from .suites import (
-    check_backbone, check_dataset, check_logger, check_metric, check_sampler, check_time_sampler, check_weighting,
+    check_backbone, check_dataset, check_logger, check_metric, check_sampler, check_time_sampler, check_trainable,
+    check_weighting,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "check_time_sampler",
     "check_metric",
     "check_logger",
+    "check_trainable",
     "eval_context",
     "tiny_model",
     "testing_plugin_system",

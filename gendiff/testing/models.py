@@ -61,14 +61,16 @@ def testing_plugin_system(extra: dict[str, list[type]] | None = None):
 
 
 def tiny_model(weighting="simple", variance="fixed-large", parameterization="eps", sampler="ancestral",
-               timesteps: int = 50, seed: int = 0, process: str = "gaussian"):
+               timesteps: int = 50, seed: int = 0, process: str = "gaussian", schedule=None, time_sampler=None):
     """A small composed model with the ``tiny-conv`` backbone on 2x4x4 data: a linear schedule
     with ``timesteps`` steps and K = 256 (``process = "gaussian"``), or a raster masking schedule
     (T = D = 32) with K = 4 (``process = "masking"``; pass x0-logits, categorical, vlb).
 
     ``weighting``, ``variance``, ``parameterization`` and ``sampler`` are registry names or
     instances; an instance (a plugin's component under test) is used as it is, its class
-    registered for the occasion if it is not installed."""
+    registered for the occasion if it is not installed. ``schedule`` and ``time_sampler`` (a
+    registry name, a table such as ``{"name": "vdm-learned", "features": 8}``, or None for the
+    defaults above) choose those families too, e.g. a learned schedule for a weighting that trains it."""
     from ..builder import build
     from ..plugins import plugin_system
 
@@ -83,8 +85,15 @@ def tiny_model(weighting="simple", variance="fixed-large", parameterization="eps
         family: {"name": value} if isinstance(value, str) else {"name": value.name, **type(value).example_args}
         for family, value in chosen.items()
     }
+    if isinstance(schedule, str):
+        schedule = {"name": schedule, "timesteps": timesteps}
+    if isinstance(time_sampler, str):
+        time_sampler = {"name": time_sampler}
+    if time_sampler is not None:
+        recipe["time_sampler"] = dict(time_sampler)
     recipe.update(
-        schedule={"name": "linear", "timesteps": timesteps} if process == "gaussian" else {"name": "masking"},
+        schedule=dict(schedule) if schedule is not None else
+        {"name": "linear", "timesteps": timesteps} if process == "gaussian" else {"name": "masking"},
         backbone={"name": "tiny-conv"},
         data={"shape": [2, 4, 4], "levels": 256 if process == "gaussian" else 4},
     )

@@ -42,9 +42,10 @@ def check_schedule(schedule, data_shape=(2, 4, 4), levels: int = 256) -> None:
         assert value.dtype == torch.float64, f"table {name} must be float64"
         assert value.shape == (T + 1,), f"table {name} must have T + 1 entries (index = paper t)"
     abar = tables["abar"]
-    assert abar[0] == 1.0, "abar_0 must be 1"
+    assert abar[0] == 1.0 or (schedule.noisy_start and 0 < abar[0] < 1), (
+        "abar_0 must be 1 (or in (0, 1) for a schedule that provides finite-snr: a noisy z_0)")
     assert bool((abar[1:] < abar[:-1]).all()) and abar[-1] > 0, "abar_t must decrease strictly and stay > 0"
-    _close(abar[1:], torch.cumprod(1 - tables["beta"][1:], 0), "abar_t = prod(1 - beta_s)", rtol=1e-12)
+    _close(abar[1:], abar[0] * torch.cumprod(1 - tables["beta"][1:], 0), "abar_t = abar_0 prod(1 - beta_s)", rtol=1e-12)
     mean32 = schedule.posterior_mean(x0.float(), schedule.q_sample(x0.float(), t, torch.zeros_like(x0.float())), t)
     mean64 = schedule.posterior_mean(x0, schedule.q_sample(x0, t, torch.zeros_like(x0)), t)
     expect = schedule.at("abar_prev", t, x0).sqrt() * x0

@@ -15,10 +15,16 @@ from .models import eval_context, tiny_model
 def check_weighting(weighting) -> None:
     """A weighting returns one finite loss per example, and its gradient reaches the network."""
     needs = weighting.requires.get("variance", ())
+    schedule = time_sampler = None
+    if "finite-snr" in weighting.requires.get("schedule", ()):  # a weighting that trains a VDM schedule
+        schedule = {"name": "vdm-learned-endpoints", "timesteps": 50}
+    if "grid-times" in weighting.requires.get("time_sampler", ()):
+        time_sampler = {"name": "low-discrepancy", "grid": True}
     if "categorical" in needs:
         model = tiny_model(weighting, "categorical", "x0-logits", process="masking")
     else:
-        model = tiny_model(weighting, variance="learned-range" if "learned" in needs else "fixed-large")
+        model = tiny_model(weighting, variance="learned-range" if "learned" in needs else "fixed-large",
+                           schedule=schedule, time_sampler=time_sampler)
     x0, _, g = _batch(torch.float32, (8, 2, 4, 4))
     levels = model.levels  # put the data on the model's K levels
     x0 = torch.round((x0 + 1) * (levels - 1) / 2) * 2 / (levels - 1) - 1
@@ -180,3 +186,52 @@ def check_dataset(dataset) -> None:
     else:
         raise AssertionError("an unknown split must raise ValueError")
     assert math.prod(dataset.shape) > 0
+
+
+# -- trainable components ------------------------------------------------------------------------
+def check_trainable(component, family: str = "schedule", weighting: str = "vdm",
+                    time_sampler: dict | None = None) -> None:
+    """A trainable component (an ``nn.Module`` with parameters) in a small model: the model lists
+    it among its trainable components; one loss, backward pass and ``after_backward`` give every
+    parameter a finite gradient, and some of them a non-zero one; its own check accepts its starting
+    parameters; its state round-trips through ``state_dict``, and a schedule's tables computed after
+    loading equal those of the component it came from and follow a change of the parameters."""
+    import copy
+
+    assert isinstance(component, nn.Module), "a trainable component must be an nn.Module"
+    params = list(component.parameters())
+    assert params, "a trainable component must have parameters"
+    model = tiny_model(weighting, variance="fixed-small", schedule={"name": "vdm-fixed", "timesteps": 50},
+                       time_sampler=time_sampler or {"name": "low-discrepancy"})
+    setattr(model, family, component)
+    assert family in model.trainable(), f"the model must list the {family} among its trainable components"
+    model.train()
+    x0, _, g = _batch(torch.float32, (8, 2, 4, 4))
+    x0 = torch.round((x0 + 1) * (model.levels - 1) / 2) * 2 / (model.levels - 1) - 1
+    loss, losses = model.objective(model.loss_terms(x0, generator=g))
+    assert bool(torch.isfinite(loss)), "the loss must be finite"
+    loss.backward()
+    model.after_backward(losses.detach())
+    grads = [p.grad for p in params]
+    assert all(gr is not None and bool(torch.isfinite(gr).all()) for gr in grads), "every parameter needs a finite gradient"
+    assert any(bool(gr.abs().sum() > 0) for gr in grads), "the loss must train the component"
+    check = getattr(component, "check_parameters", None)
+    assert check is None or check() is None, f"its own check refuses its starting parameters: {check()}"
+    twin = copy.deepcopy(component)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(1.01)
+    twin.load_state_dict(component.state_dict())
+    for key, value in component.state_dict().items():
+        assert torch.equal(twin.state_dict()[key], value), f"state_dict round trip changed {key}"
+    tables = getattr(component, "tables", None)
+    if tables is not None:
+        for key, value in tables.items():
+            assert torch.equal(twin.tables[key], value), f"table {key} differs after load_state_dict"
+        before = {k: v.clone() for k, v in twin.tables.items()}
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.add_(0.01 * torch.sign(p) + 0.01)
+        assert any(not torch.equal(before[k], v) for k, v in twin.tables.items()), \
+            "the tables must follow the parameters (rebuilt when they change), not stay stale"
+        assert not any(v.requires_grad for v in twin.tables.values()), "tables must be built without gradients"

@@ -242,6 +242,18 @@ class RunFolder:
         )
 
 
+    def invalid_parameters(self, problems: list[str], step: int) -> TrainingError:
+        """The error for components whose parameters their own check refuses after the optimizer
+        step of ``step`` (1-based), e.g. a learned schedule that is no longer monotone."""
+        good = list_checkpoints(self.path)
+        kept = f"the last good checkpoint, step {good[-1][0]}, is untouched" if good else "no checkpoint was written"
+        return TrainingError(
+            f"after the update of step {step}: {'; '.join(problems)}. Training stopped; these parameters were not "
+            f"checkpointed and {kept}. Lower the component's learning rate ([FAMILY] lr) or train.lr, or enable "
+            f"train.grad_clip, then resume."
+        )
+
+
 def _alive(pid) -> bool:
     """Is process ``pid`` running on this machine?"""
     if not isinstance(pid, int) or pid <= 0:

@@ -44,11 +44,47 @@ def prepare(source, overrides: Sequence[str] = (), plugins=None) -> RunSetup:
         )
     torch.manual_seed(spec.train.seed)
     model = build(raw, plugins=system)
+    check_trainable(spec, model)
     check_metrics(spec, model, system)
     check_loggers(spec, system)
     _check_sample_memory(spec, model)
     objects = {table: getattr(model, table) for table in spec.components}
     return RunSetup(model, spec, resolve(spec, objects, model.dataset, system), model.dataset, system)
+
+
+def check_trainable(spec: Recipe, model: Diffusion) -> None:
+    """Refuse a learning rate for a family whose component has no parameters, and a trainable
+    component that the recipe's loss gives no gradient (one backward pass on a small blank batch,
+    only when a component other than the backbone has parameters)."""
+    from ..errors import RecipeError
+
+    trainable = model.trainable()
+    problems = [f"{family}.lr: {family} '{model.components()[family].name}' has no parameters to optimise; remove "
+                f"{family}.lr" for family in spec.lrs if family not in trainable]
+    if problems:
+        raise RecipeError(problems, spec.source)
+    others = {f: m for f, m in trainable.items() if f != "backbone"}
+    if not others:
+        return
+    x0 = torch.zeros((2, *model.data_shape))
+    labels = torch.zeros(2, dtype=torch.long) if model.conditioning.active else None
+    model.zero_grad(set_to_none=True)
+    model.train()
+    try:
+        terms = model.loss_terms(x0, generator=torch.Generator().manual_seed(0), cond=labels)
+        loss, losses = model.objective(terms)
+        loss.backward()
+        model.after_backward(losses.detach())
+        dead = [f"{family} '{m.name}'" for family, m in others.items()
+                if all(p.grad is None or not bool(p.grad.abs().sum() > 0) for p in m.parameters())]
+    finally:
+        model.zero_grad(set_to_none=True)
+    if dead:
+        raise TrainingError(
+            f"{', '.join(dead)} {'has' if len(dead) == 1 else 'have'} parameters, but the training loss of weighting "
+            f"'{model.weighting.name}' gives them no gradient, so they would never learn. Choose a weighting that "
+            f"trains them (e.g. vdm for a learned schedule) or a component without parameters."
+        )
 
 
 def check_loggers(spec: Recipe, system) -> None:

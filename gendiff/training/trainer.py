@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from ..checkpoint import latest_checkpoint
+from ..checkpoint import component_state, latest_checkpoint
 from ..diffusion import Diffusion
 from ..distributed import Dist, check_batch, wrap
 from ..errors import TrainingError
@@ -47,19 +47,36 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-class EMA:
-    """Exponential moving average of a network's weights: theta_ema <- d theta_ema + (1 - d) theta."""
+def component_optimizer(trainable: dict, lrs: dict, lr: float) -> tuple[torch.optim.Adam, list[float]]:
+    """Adam with one parameter group per trainable family, at the family's ``lr`` (``[schedule] lr``)
+    or train.lr; returns it and the groups' base rates (the warmup scales each alike)."""
+    rates = [lrs.get(family, lr) for family in trainable]
+    return make_adam([{"params": list(m.parameters()), "lr": r} for m, r in zip(trainable.values(), rates)], lr), rates
 
-    def __init__(self, net: torch.nn.Module, decay: float):
+
+class EMA:
+    """Exponential moving average of weights: theta_ema <- d theta_ema + (1 - d) theta, of one
+    network or of every trainable component (``{family: module}``, e.g. the backbone and a learned
+    schedule; :meth:`Diffusion.trainable`). ``net`` is the copy (a ``ModuleDict`` for several)."""
+
+    def __init__(self, net: torch.nn.Module | dict[str, torch.nn.Module], decay: float):
         self.decay = decay
-        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+        source = torch.nn.ModuleDict(net) if isinstance(net, dict) else net
+        self.net = copy.deepcopy(source).eval().requires_grad_(False)
+
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The averaged copies by family (for a ``{family: module}`` EMA)."""
+        return dict(self.net.items()) if isinstance(self.net, torch.nn.ModuleDict) else {"backbone": self.net}
 
     @torch.no_grad()
-    def update(self, net: torch.nn.Module, decay: float | None = None) -> None:
+    def update(self, net: torch.nn.Module | dict[str, torch.nn.Module], decay: float | None = None) -> None:
         """One EMA step with the run's decay (or ``decay``: 0 copies the weights)."""
+        source = torch.nn.ModuleDict(net) if isinstance(net, dict) else net
         ema = list(self.net.parameters())
-        torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1.0 - (self.decay if decay is None else decay))
-        for b_ema, b in zip(self.net.buffers(), net.buffers()):
+        torch._foreach_lerp_(ema, [p.detach() for p in source.parameters()],
+                             1.0 - (self.decay if decay is None else decay))
+        for b_ema, b in zip(self.net.buffers(), source.buffers()):
             b_ema.copy_(b)
 
 
@@ -137,8 +154,10 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.precision = choose_precision(self.cfg.precision, self.device)
         self.model = setup.model.to(self.device)
-        self.ema = EMA(self.model.backbone, self.cfg.ema_decay)
-        self.optimizer = make_adam(self.model.backbone.parameters(), self.cfg.lr)
+        #: every component with parameters, backbone first: optimised, averaged and checkpointed together
+        self.trainable = self.model.trainable()
+        self.ema = EMA(self.trainable, self.cfg.ema_decay)
+        self.optimizer, self.group_lr = component_optimizer(self.trainable, setup.spec.lrs, self.cfg.lr)
         if self.cfg.compile:  # in place: parameter names, checkpoints and the EMA copy are unchanged
             self.model.backbone.compile(**COMPILE_OPTIONS)
         # the model Algorithm 1 runs: the same components around the DDP-wrapped network
@@ -150,11 +169,11 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _restore(self) -> None:
-        from ..checkpoint import CheckpointError, load_weights
+        from ..checkpoint import CheckpointError, load_components
 
         ckpt = self.folder.latest()
-        load_weights(self.model.backbone, ckpt.model, ckpt.path)
-        load_weights(self.ema.net, ckpt.ema, ckpt.path, "EMA weights")
+        load_components(self.trainable, ckpt.model, ckpt.path)
+        load_components(self.ema.components, ckpt.ema, ckpt.path, "EMA weights")
         try:
             self.optimizer.load_state_dict(ckpt.state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as exc:
@@ -170,24 +189,19 @@ class Trainer:
         self.console.print(f"resuming from {ckpt.path} (step {self.step})")
 
     def _save(self, data: DataStream) -> Path:
-        check_finite(self.folder, self.step, weights=self.model.backbone, ema=self.ema.net)
+        check_finite(self.folder, self.step, weights=torch.nn.ModuleDict(self.trainable), ema=self.ema.net)
         epoch, index = data.position(self.step)
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "data_epoch": epoch,
-            "data_index": index,
-            "seed": self.cfg.seed,
-        }
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
+                 "data_epoch": epoch, "data_index": index, "seed": self.cfg.seed}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         state["time_sampler"] = self.model.time_sampler.state_dict()
-        return self.folder.save(self.step, self.model.backbone.state_dict(), self.ema.net.state_dict(), state,
-                                self.cfg.keep_checkpoints)
+        return self.folder.save(self.step, component_state(self.trainable), component_state(self.ema.components),
+                                state, self.cfg.keep_checkpoints)
 
     def ema_model(self) -> Diffusion:
-        return self.model.with_backbone(self.ema.net)
+        """The composed model with the EMA copy of every trainable component."""
+        return self.model.with_components(**self.ema.components)
 
     def _sample_grid(self) -> None:
         g = step_generator(self.cfg.seed, 0, 3, self.device)  # the same noise for every grid
@@ -278,8 +292,8 @@ class Trainer:
         """One optimizer step on this process's share of the step's batch (x0 on [-1, 1])."""
         cfg = self.cfg
         lr = cfg.lr * min(1.0, (self.step + cfg.warmup_offset) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group, base in zip(self.optimizer.param_groups, self.group_lr):
+            group["lr"] = lr * base / cfg.lr
         x0 = x0.to(self.device)
         labels = labels.to(self.device) if labels is not None and self.model.conditioning.active else None
         # dropout and any other draw from the global RNG: seeded per (seed, step, rank)
@@ -297,20 +311,25 @@ class Trainer:
                                                         cond=None if labels is None else labels[rows])
                     loss, losses = self.train_model.objective(terms)
                 (loss if k == 1 else loss / k).backward()
+                self.model.after_backward(losses.detach())  # a component that shapes its own gradient
             total = loss.detach() if total is None else total + loss.detach()
             times.append(terms.t)
             per_example.append(losses.detach())
         value = self.dist.mean(total if k == 1 else total / k)  # the global batch's loss, the same on every rank
         if not math.isfinite(value):  # before the update: the weights stay as they were
             raise self.folder.non_finite("loss", value, self.step + 1)
-        params = list(self.model.backbone.parameters())
+        # DDP averages the backbone's gradients; the other components' are averaged here
+        self.dist.average_gradients([p for f, m in self.trainable.items() if f != "backbone" for p in m.parameters()])
+        params = [p for m in self.trainable.values() for p in m.parameters()]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(grad_norm):
             raise self.folder.non_finite("gradient norm", grad_norm, self.step + 1)
         self.optimizer.step()
+        if problems := self.model.parameter_problems():  # e.g. a learned schedule no longer monotone
+            raise self.folder.invalid_parameters(problems, self.step + 1)
         first = cfg.ema_from_first_step and self.step == 0  # the official code: decay 1e-10 at step 0
-        self.ema.update(self.model.backbone, 0.0 if first else None)
+        self.ema.update(self.trainable, 0.0 if first else None)
         sampler = self.model.time_sampler
         if sampler.learns:  # every process learns from the whole global batch, in its order
             sampler.update(self.dist.gather_rows(torch.cat(times)), self.dist.gather_rows(torch.cat(per_example).float()))

@@ -1,0 +1,136 @@
+"""The trainable-component contract: a component of any family that holds parameters is optimised
+(with its own learning rate), averaged by the EMA, checkpointed under FAMILY/NAME, restored bit for
+bit on resume and loaded for sampling; and its bad inputs are refused in one paragraph."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gendiff.checkpoint import CheckpointError
+from gendiff.errors import RecipeError, TrainingError
+from gendiff.runs import load_run
+from gendiff.training import Trainer, prepare
+
+
+def vdm_recipe(steps=6, **schedule):
+    return {"schedule": {"name": "vdm-learned", "timesteps": 40, "features": 16, "lr": 5e-3, **schedule},
+            "parameterization": {"name": "eps"}, "variance": {"name": "fixed-small"}, "weighting": {"name": "vdm"},
+            "sampler": {"name": "ancestral"}, "time_sampler": {"name": "low-discrepancy"},
+            "backbone": {"name": "unet", "channels": 8, "channel_mult": [1], "num_res_blocks": 1,
+                         "attn_resolutions": [], "dropout": 0.0, "norm_groups": 4, "fourier_features": [3]},
+            "data": {"name": "digits"},
+            "train": {"steps": steps, "batch_size": 8, "checkpoint_every": 3, "sample_every": 0, "log_every": 3,
+                      "warmup_steps": 0, "ema_decay": 0.5, "precision": "fp32", "device": "cpu"},
+            "eval": {"samples": 4}}
+
+
+def train(recipe, folder: Path, stop_after=None, resume=False):
+    setup = prepare(recipe)
+    trainer = Trainer(setup, folder, progress=False)
+    return setup, trainer, trainer.train(resume=resume, stop_after=stop_after)
+
+
+def test_a_learned_schedule_trains_is_checkpointed_and_resumes_bit_for_bit(tmp_path):
+    setup, trainer, summary = train(vdm_recipe(), tmp_path / "whole")
+    initial = prepare(vdm_recipe()).model.schedule.state_dict()
+    final = setup.model.schedule.state_dict()
+    # (l1's scale cancels in the rescaling to the endpoints, so its gradient is only rounding at the start)
+    for key in ("ends", "l1_b", "l2_w", "l2_b", "l3_w"):
+        assert not torch.equal(initial[key], final[key]), f"schedule/{key} must learn"
+    assert trainer.optimizer.param_groups[1]["lr"] == pytest.approx(5e-3)  # [schedule] lr
+    ckpt = tmp_path / "whole" / "checkpoints" / "step-6"
+    weights, ema = load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "ema.safetensors"))
+    for name, value in final.items():
+        assert torch.equal(weights[f"schedule/{name}"], value)
+        assert f"schedule/{name}" in ema
+    assert not torch.equal(ema["schedule/ends"], final["ends"])  # averaged
+    assert "conv_in.weight" in weights  # the backbone keeps its own names
+    # interrupted after 3 steps, resumed: the same losses and the same parameters, bit for bit
+    _, _, first = train(vdm_recipe(), tmp_path / "split", stop_after=3)
+    setup2, _, second = train(vdm_recipe(), tmp_path / "split", resume=True)
+    assert first.losses + second.losses == summary.losses
+    for name, value in setup2.model.state_dict().items():
+        assert torch.equal(value, setup.model.state_dict()[name]), name
+    # loaded for sampling: the EMA schedule, and tables computed from the loaded parameters
+    model, _ = load_run(tmp_path / "whole")
+    assert torch.equal(model.schedule.ends, ema["schedule/ends"])
+    fresh = prepare(vdm_recipe()).model.schedule
+    fresh.load_state_dict({k[len("schedule/"):]: v for k, v in ema.items() if k.startswith("schedule/")})
+    for key, table in fresh.tables.items():
+        assert torch.equal(model.schedule.tables[key], table), key
+    assert model.sample(2).shape == (2, 1, 8, 8)
+
+
+def test_a_checkpoint_without_the_schedules_tensors_is_refused_by_name(tmp_path):
+    train(vdm_recipe(steps=3), tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "step-3"
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    for name in ("model.safetensors", "ema.safetensors"):
+        kept = {k: v for k, v in load_file(str(ckpt / name)).items() if not k.startswith("schedule/")}
+        save_file(kept, str(ckpt / name))
+        manifest["sha256"][name] = hashlib.sha256((ckpt / name).read_bytes()).hexdigest()
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"tensor\(s\) missing from the checkpoint: schedule/"):
+        load_run(tmp_path / "run")
+
+
+def test_learning_rates_for_families_without_parameters_or_for_the_backbone_are_refused():
+    recipe = vdm_recipe()
+    recipe["schedule"] = {"name": "vdm-fixed", "lr": 1e-3}
+    with pytest.raises(RecipeError, match="schedule.lr: schedule 'vdm-fixed' has no parameters to optimise"):
+        prepare(recipe)
+    recipe = vdm_recipe()
+    recipe["backbone"]["lr"] = 1e-3
+    recipe["schedule"]["lr"] = -1.0
+    with pytest.raises(RecipeError) as info:
+        prepare(recipe)
+    assert "backbone.lr: the backbone's learning rate is train.lr" in str(info.value)
+    assert "schedule.lr: expected the learning rate" in str(info.value)
+
+
+def test_parameters_that_the_loss_cannot_reach_are_refused_before_training(tmp_path):
+    from torch import nn
+
+    from gendiff.parameterizations import EpsParameterization
+    from gendiff.testing.models import testing_plugin_system
+
+    class Idle(EpsParameterization, nn.Module):  # a plugin's parameterization whose parameter nothing uses
+        name = "idle-eps"
+
+        def __init__(self):
+            nn.Module.__init__(self)
+            self.unused = nn.Parameter(torch.zeros(3))
+
+    system = testing_plugin_system({"parameterization": [Idle]})
+    recipe = vdm_recipe()
+    recipe["parameterization"] = {"name": "idle-eps"}
+    recipe["schedule"] = {"name": "vdm-fixed", "timesteps": 40}
+    with pytest.raises(TrainingError, match="parameterization 'idle-eps' has parameters, but the training loss of "
+                                            "weighting 'vdm' gives them no gradient"):
+        prepare(recipe, plugins=system)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_schedule_that_goes_bad_in_training_stops_it_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from gendiff.schedules import VDMLearned
+
+    calls = {"n": 0}
+    original = VDMLearned.check_parameters
+
+    def failing(self):
+        calls["n"] += 1
+        return "schedule 'vdm-learned' is no longer increasing: (test)" if calls["n"] >= 4 else original(self)
+
+    monkeypatch.setattr(VDMLearned, "check_parameters", failing)
+    with pytest.raises(TrainingError) as info:
+        train(vdm_recipe(), tmp_path / "run")
+    text = str(info.value)
+    assert "after the update of step 4: schedule 'vdm-learned' is no longer increasing" in text
+    assert "the last good checkpoint, step 3, is untouched" in text
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-3"]
