@@ -37,12 +37,12 @@ class BoundPass:
     terms: np.ndarray
     distortion: np.ndarray
     clip_x0: bool = False  #: the official clipped convention (x0_hat clipped before each mean)
-    #: -log p(x0 | z_0) in bits/dim for a schedule with a noisy z_0 (VDM), else 0
-    reconstruction: float = 0.0
+    #: -log p(x0 | z_0) in bits/dim for a schedule with a noisy z_0 (VDM), else None
+    reconstruction: float | None = None
 
     @property
     def total(self) -> float:
-        return float(self.prior + self.terms.sum() + self.reconstruction)
+        return float(self.prior + self.terms.sum() + (self.reconstruction or 0.0))
 
     def rate(self) -> np.ndarray:
         """rate[t] for t = 0..T: L_T + sum_{s >= t} L_s (with L_0 at t = 0), in bits/dim."""
@@ -79,7 +79,8 @@ def bound_pass(model, data: torch.Tensor, batch_size: int = 256, seed: int = 0,
             rec = model.schedule.reconstruction(x0, model.schedule.noise_like(x0, g), model.levels)
             reconstruction += (rec.reshape(len(x0), -1).sum(1) * bits).sum().item()
     n = len(data)
-    return BoundPass(n, prior / n, terms / n, dist / n, clip_x0, reconstruction / n)
+    return BoundPass(n, prior / n, terms / n, dist / n, clip_x0,
+                     reconstruction / n if model.schedule.noisy_start else None)
 
 
 @torch.no_grad()
@@ -113,7 +114,7 @@ def nll_report(bp: BoundPass, split: str) -> dict[str, Any]:
     grid step t = i + 1), so sum(terms) + L_T = total. ``clip_x0`` names the convention."""
     bits = {"total": bp.total, "prior_L_T": bp.prior, "sum_L_1_to_L_T_minus_1": float(bp.terms[1:].sum()),
             "decoder_L_0": float(bp.terms[0])}
-    if bp.reconstruction:  # a noisy z_0 (VDM): every grid step is a KL, and -log p(x0 | z_0) is added
+    if bp.reconstruction is not None:  # a noisy z_0 (VDM): every grid step is a KL, and -log p(x0 | z_0) is added
         bits = {"total": bp.total, "prior_L_T": bp.prior, "sum_of_the_T_KL_terms": float(bp.terms.sum()),
                 "reconstruction_L_0": bp.reconstruction}
     return {

@@ -187,8 +187,15 @@ class NLL(Metric):
 
     def summary(self, result):
         bpd = result["bits_per_dim"]
-        return [("bits/dim (test bound)", f"{bpd['total']:.4f} (L_T {bpd['prior_L_T']:.2e}, "
-                 f"L_1..L_T-1 {bpd['sum_L_1_to_L_T_minus_1']:.4f}, L_0 {bpd['decoder_L_0']:.4f})")]
+        if "decoder_L_0" in bpd:
+            parts = f"L_1..L_T-1 {bpd['sum_L_1_to_L_T_minus_1']:.4f}, L_0 {bpd['decoder_L_0']:.4f}"
+        else:  # a noisy z_0 (VDM): the T KL terms and the reconstruction term
+            parts = f"KL terms {bpd['sum_of_the_T_KL_terms']:.4f}, reconstruction {bpd['reconstruction_L_0']:.4f}"
+        rows = [("bits/dim (test bound)", f"{bpd['total']:.4f} (L_T {bpd['prior_L_T']:.2e}, {parts})")]
+        if "continuous_bits_per_dim" in result:
+            c = result["continuous_bits_per_dim"]
+            rows.append(("bits/dim (continuous-time bound)", f"{c['total']:.4f} +- {c['stderr']:.4f}"))
+        return rows
 
     def headline(self, result):
         return result["bits_per_dim"]["total"]
