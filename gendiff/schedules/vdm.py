@@ -68,12 +68,8 @@ class VDMSchedule(ContinuousGaussianSchedule, nn.Module):
     def gamma_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(gamma(t), gamma'(t)), float64; the derivative is exact (autograd unless a subclass
         gives it in closed form) and keeps its graph to the parameters when gradients are on."""
-        outer = torch.is_grad_enabled()
-        with torch.enable_grad():
-            tt = t.detach().double().requires_grad_(True)
-            g = self.gamma(tt)
-            (dg,) = torch.autograd.grad(g.sum(), tt, create_graph=outer)
-        return (g if outer else g.detach()), dg
+        lam, dlam = ContinuousGaussianSchedule.log_snr_and_derivative(self, t)  # of lambda = -gamma
+        return -lam, -dlam
 
     # -- the process in terms of gamma ----------------------------------------------------------
     def abar_at(self, t: Tensor) -> Tensor:
