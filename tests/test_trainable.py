@@ -134,3 +134,87 @@ def test_a_schedule_that_goes_bad_in_training_stops_it_and_keeps_the_last_good_c
     assert "after the update of step 4: schedule 'vdm-learned' is no longer increasing" in text
     assert "the last good checkpoint, step 3, is untouched" in text
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-3"]
+
+
+def test_a_resume_that_changes_the_schedules_architecture_is_refused_by_key(tmp_path):
+    train(vdm_recipe(steps=3), tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints" / "step-3").iterdir()}
+    with pytest.raises(TrainingError, match=r"in 1 key\(s\) that give the weights their meaning: "
+                                            r"schedule.features: 16 -> 32"):
+        train(vdm_recipe(steps=6, features=32), tmp_path / "run", resume=True)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints" / "step-3").iterdir()}
+    assert after == before and sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-3"]
+
+
+def _cli_run(recipe_path: Path, out: Path, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gendiff", "run", str(recipe_path), "--out", str(out), "--no-progress",
+                             *extra], cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_learned_schedule_survives_sigkill_and_resumes_bit_for_bit(tmp_path):
+    """The process is killed (SIGKILL) after its first checkpoint, mid-training; the resumed run's
+    backbone, schedule and EMA equal the uninterrupted run's, bit for bit."""
+    import signal
+    import time
+
+    import tomli_w
+
+    recipe = vdm_recipe(steps=10)
+    recipe["train"].update(checkpoint_every=2, log_every=1, keep_checkpoints=0)
+    path = tmp_path / "vdm.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    whole = _cli_run(path, tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    out = tmp_path / "killed"
+    proc = _cli_run(path, out)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-4").is_dir() or (out / "metrics.jsonl").read_text().count("\n") < 5:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "checkpoints" / "step-10").exists()
+    resumed = _cli_run(path, out, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(str(tmp_path / "whole" / "checkpoints" / "step-10" / name))
+        b = load_file(str(out / "checkpoints" / "step-10" / name))
+        assert a.keys() == b.keys() and any(k.startswith("schedule/") for k in a)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+    model, _ = load_run(out)  # and the tables are the loaded parameters' own
+    fresh = prepare(recipe).model.schedule
+    ema = load_file(str(out / "checkpoints" / "step-10" / "ema.safetensors"))
+    fresh.load_state_dict({k[len("schedule/"):]: v for k, v in ema.items() if k.startswith("schedule/")})
+    for key, table in fresh.tables.items():
+        assert torch.equal(model.schedule.tables[key], table), key
+
+
+def test_two_processes_train_a_learned_schedule_as_one_does(tmp_path):
+    """DDP (gloo, torchrun through `--nproc-per-node 2`): the schedule's gradients, including the
+    variance-minimising interior's (after_backward), are averaged over the ranks, so two processes
+    with half the batch each train the same backbone and schedule as one process."""
+    import tomli_w
+
+    recipe = vdm_recipe(steps=4)
+    recipe["train"].update(checkpoint_every=4, log_every=1)
+    path = tmp_path / "vdm.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    train(recipe, tmp_path / "one")
+    proc = _cli_run(path, tmp_path / "two", "--nproc-per-node", "2")
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    initial = prepare(recipe).model.schedule.state_dict()
+    for name in ("model.safetensors", "ema.safetensors"):
+        one = load_file(str(tmp_path / "one" / "checkpoints" / "step-4" / name))
+        two = load_file(str(tmp_path / "two" / "checkpoints" / "step-4" / name))
+        assert one.keys() == two.keys()
+        for key in one:
+            assert torch.allclose(one[key], two[key], atol=2e-5, rtol=1e-4), (name, key)
+    one = load_file(str(tmp_path / "one" / "checkpoints" / "step-4" / "model.safetensors"))
+    assert not torch.equal(one["schedule/l2_w"], initial["l2_w"])  # the interior did learn

@@ -211,6 +211,47 @@ def test_bad_gamma_endpoints_are_refused(args, message):
         build(recipe, plugins=testing_plugin_system())
 
 
+def vdm_build(schedule: dict | None = None, weighting: str = "vdm", time_sampler: dict | None = None,
+              backbone: dict | None = None):
+    recipe = {"schedule": {"name": "vdm-learned", "features": 4, **(schedule or {})}, "parameterization": {"name": "eps"},
+              "variance": {"name": "fixed-small"}, "weighting": {"name": weighting}, "sampler": {"name": "ancestral"},
+              "time_sampler": time_sampler or {"name": "low-discrepancy"}, "backbone": backbone or {"name": "tiny-conv"},
+              "data": {"shape": [1, 4, 4]}}
+    return build(recipe, plugins=testing_plugin_system())
+
+
+@pytest.mark.parametrize("schedule, time_sampler, message", [
+    ({"features": 0}, None, "features must be an integer from 1 to 65536, got 0"),
+    ({"features": 2.5}, None, "argument 'features' expects an integer (default 1024), got 2.5."),
+    ({"interior": "median"}, None, 'interior must be "variance"'),
+    ({"learned_endpoints": "yes"}, None, "argument 'learned_endpoints' expects a boolean (default True), got 'yes'."),
+    ({}, {"name": "low-discrepancy", "grid": 1}, "argument 'grid' expects a boolean (default False), got 1."),
+    ({}, {"name": "low-discrepancy", "grid": "all"}, "argument 'grid' expects a boolean"),
+])
+def test_bad_vdm_schedule_and_time_sampler_arguments_are_refused_by_name(schedule, time_sampler, message):
+    with pytest.raises(RecipeError) as info:
+        vdm_build(schedule, time_sampler=time_sampler)
+    assert message in str(info.value)
+
+
+def test_the_discrete_vdm_loss_needs_grid_times():
+    for sampler in ({"name": "uniform"}, {"name": "low-discrepancy"}):
+        with pytest.raises(IncompatibleComponentsError, match=f"weighting 'vdm-discrete' requires a time_sampler that "
+                                                              f"provides grid-times, but time_sampler '{sampler['name']}'"):
+            vdm_build(weighting="vdm-discrete", time_sampler=sampler)
+    model = vdm_build(weighting="vdm-discrete", time_sampler={"name": "low-discrepancy", "grid": True})
+    t = model.time_sampler.sample(64, model.schedule, torch.Generator().manual_seed(0), "cpu")[0]
+    steps = t * model.timesteps  # the grid times t = i / T, i in 1..T
+    assert torch.allclose(steps, steps.round(), atol=1e-4) and steps.min() >= 1 and steps.max() <= model.timesteps
+
+
+@pytest.mark.parametrize("features", [[-1], [17], [3, 3], [2.0]])
+def test_bad_fourier_features_are_refused(features):
+    with pytest.raises(RecipeError, match="fourier_features must be distinct integer exponents from 0 to 16"):
+        vdm_build(backbone={"name": "unet", "channels": 8, "channel_mult": [1], "num_res_blocks": 1,
+                            "attn_resolutions": [], "norm_groups": 4, "fourier_features": features})
+
+
 def test_a_learned_schedule_with_a_weighting_that_cannot_train_it_is_refused():
     recipe = {"schedule": {"name": "vdm-learned"}, "parameterization": {"name": "eps"},
               "variance": {"name": "fixed-small"}, "weighting": {"name": "simple"}, "sampler": {"name": "ancestral"},
@@ -298,3 +339,30 @@ def test_the_guides_trainable_example_passes_the_trainable_suite():
     schedule = namespace["LearnedSlope"](timesteps=50)
     check_trainable(schedule)
     assert schedule.s.grad is not None and float(schedule.s.grad.abs()) > 0
+
+
+def test_the_learned_schedules_gradients_are_float64_exact():
+    """The rescaling to the endpoints cancels l1's scale and shift to first order, so their gradient
+    is a sum of O(1) terms that cancel to ~1e-9: with float32 parameters it came out as rounding
+    (0, or 1e-7 under another summation order), which Adam turned into lr-sized steps. The
+    parameters are float64, and the autograd gradient matches central differences."""
+    sched = VDMLearned(timesteps=10, features=16)
+    assert all(p.dtype == torch.float64 for p in sched.parameters())
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    weights = torch.tensor([0.3, -1.0, 0.7], dtype=torch.float64)
+
+    def f():
+        h, dh = sched._interior(t)
+        return (weights * (h + 0.1 * dh)).sum()
+
+    grads = torch.autograd.grad(f(), [sched.l1_w, sched.l1_b])
+    for p, g in zip((sched.l1_w, sched.l1_b), grads):
+        with torch.no_grad():
+            p += 1e-4
+            up = f().item()
+            p -= 2e-4
+            down = f().item()
+            p += 1e-4
+        numeric = (up - down) / 2e-4
+        assert abs(numeric) > 1e-11  # a real, small gradient
+        assert g.item() == pytest.approx(numeric, rel=1e-3, abs=1e-13)

@@ -49,7 +49,8 @@ class VDMSchedule(ContinuousGaussianSchedule, nn.Module):
 
     Subclasses give :meth:`gamma` (float64 in, float64 out, increasing in t). Args shared by all:
     ``timesteps`` (T of the grid), ``gamma_min`` (gamma at t = 0; VDM's -13.3), ``gamma_max``
-    (gamma at t = 1; VDM's 5.0). ``gamma_min < gamma_max`` is required."""
+    (gamma at t = 1; VDM's 5.0). ``gamma_min < gamma_max`` is required. A learned schedule's
+    parameters are float64 (they are few; its gradients are sums that cancel, see VDMLearned)."""
 
     provides: ClassVar[frozenset[str]] = frozenset({"gaussian", "continuous-time", "finite-snr"})
 
@@ -154,8 +155,8 @@ class VDMLearnedEndpoints(VDMSchedule):
 
     def __init__(self, timesteps: int = 1000, gamma_min: float = -13.3, gamma_max: float = 5.0):
         super().__init__(timesteps, gamma_min, gamma_max)
-        self.b = nn.Parameter(torch.tensor(float(gamma_min)))
-        self.w = nn.Parameter(torch.tensor(float(gamma_max) - float(gamma_min)))
+        self.b = nn.Parameter(torch.tensor(float(gamma_min), dtype=torch.float64))  # float64: see VDMLearned
+        self.w = nn.Parameter(torch.tensor(float(gamma_max) - float(gamma_min), dtype=torch.float64))
 
     def gamma(self, t: Tensor) -> Tensor:
         return self.b.double() + self.w.double().abs() * t
@@ -206,18 +207,21 @@ class VDMLearned(VDMSchedule):
             raise ValueError(f"interior must be \"variance\" (minimise the loss estimate's variance, VDM) or "
                              f"\"loss\", got {interior!r}")
         self.features, self.learned_endpoints, self.interior = features, learned_endpoints, interior
-        ends = torch.tensor([float(gamma_min), float(gamma_max)])
+        # float64 parameters: the interior's gradient is a sum of O(1) terms that cancel to ~1e-9 (the
+        # rescaling to the endpoints removes l1's scale and shift to first order); summed in float32 it
+        # is rounding noise, which Adam turns into lr-sized steps
+        ends = torch.tensor([float(gamma_min), float(gamma_max)], dtype=torch.float64)
         if learned_endpoints:
             self.ends = nn.Parameter(ends)
         else:
             self.register_buffer("ends", ends)
         # VDM's initialisation: l1 from the linear schedule, l2 and l3 normal with std 0.01... here l2's
         # weights are O(1) so that the sigmoid layer is not linear at the start (the interior can bend)
-        self.l1_w = nn.Parameter(torch.tensor([float(gamma_max) - float(gamma_min)]))
-        self.l1_b = nn.Parameter(torch.tensor([float(gamma_min)]))
-        self.l2_w = nn.Parameter(torch.randn(features) * 0.01)
-        self.l2_b = nn.Parameter(torch.randn(features) * 0.01)
-        self.l3_w = nn.Parameter(torch.randn(features) * 0.01)
+        self.l1_w = nn.Parameter(torch.tensor([float(gamma_max) - float(gamma_min)], dtype=torch.float64))
+        self.l1_b = nn.Parameter(torch.tensor([float(gamma_min)], dtype=torch.float64))
+        self.l2_w = nn.Parameter((torch.randn(features) * 0.01).double())
+        self.l2_b = nn.Parameter((torch.randn(features) * 0.01).double())
+        self.l3_w = nn.Parameter((torch.randn(features) * 0.01).double())
         self._pending: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
     # -- the network ------------------------------------------------------------------------------
