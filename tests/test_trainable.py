@@ -218,3 +218,30 @@ def test_two_processes_train_a_learned_schedule_as_one_does(tmp_path):
             assert torch.allclose(one[key], two[key], atol=2e-5, rtol=1e-4), (name, key)
     one = load_file(str(tmp_path / "one" / "checkpoints" / "step-4" / "model.safetensors"))
     assert not torch.equal(one["schedule/l2_w"], initial["l2_w"])  # the interior did learn
+
+
+def test_eval_nll_of_a_vdm_run_reports_both_bounds_and_refuses_zero_draws(tmp_path):
+    from typer.testing import CliRunner
+
+    from gendiff.cli import app
+
+    train(vdm_recipe(steps=2), tmp_path / "run")
+    runner = CliRunner()
+    bad = runner.invoke(app, ["eval", "nll", str(tmp_path / "run"), "--draws", "0"], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "--draws" in bad.output and not (tmp_path / "run" / "eval").exists()
+    ok = runner.invoke(app, ["eval", "nll", str(tmp_path / "run"), "--n", "6", "--draws", "4", "--no-progress"],
+                       env={"COLUMNS": "200"})
+    assert ok.exit_code == 0, ok.output
+    assert "continuous-time bound (4 t per image)" in " ".join(ok.output.split())
+    report = json.loads((tmp_path / "run" / "eval" / "nll-test.json").read_text())
+    bits, cont = report["bits_per_dim"], report["continuous_bits_per_dim"]
+    # the T-step bound's breakdown: L_T + the T KL terms + the reconstruction term from z_0
+    assert len(report["terms_bits_per_dim"]) == 40
+    assert bits["total"] == pytest.approx(bits["prior_L_T"] + bits["sum_of_the_T_KL_terms"] + bits["reconstruction_L_0"])
+    assert cont["draws_per_example"] == 4 and 0 < cont["stderr_from_t"] and 0 < cont["stderr"]
+    assert cont["total"] == pytest.approx(cont["prior_L_T"] + cont["reconstruction_L_0"] + cont["diffusion"])
+    # the same model, schedule and endpoints: both prior terms are one closed form, and the two
+    # bounds estimate nearly the same thing (T = 40 grid steps against T -> infinity)
+    assert cont["prior_L_T"] == pytest.approx(bits["prior_L_T"], rel=1e-5)
+    assert cont["reconstruction_L_0"] == pytest.approx(bits["reconstruction_L_0"], rel=0.05)
+    assert 0.7 < bits["total"] / cont["total"] < 1.5
