@@ -25,7 +25,8 @@ eq. 17 rewritten over the SNR, Sec. 5.1); and with --quality: FID of 500 samples
 1,000 steps, for both) in the digits-classifier feature space for the recipe's model and for the
 quickstart trained beside it, with the classifier figures of the VDM samples.
 
-Prints markdown tables and writes OUT/results.json. About 75 minutes on 2 CPU cores.
+Prints markdown tables and writes OUT/results.json. Rows f a b c d with --quality took 90 minutes
+on 2 CPU cores (2026-12-02); row g, 23.
 """
 
 from __future__ import annotations

@@ -215,8 +215,8 @@ class VDMLearned(VDMSchedule):
             self.ends = nn.Parameter(ends)
         else:
             self.register_buffer("ends", ends)
-        # VDM's initialisation: l1 from the linear schedule, l2 and l3 normal with std 0.01... here l2's
-        # weights are O(1) so that the sigmoid layer is not linear at the start (the interior can bend)
+        # the initialisation: l1 from the linear schedule (so gamma starts linear), l2 and l3 normal with
+        # std 0.01 (the sigmoid layer starts near its linear part; the interior bends as it learns)
         self.l1_w = nn.Parameter(torch.tensor([float(gamma_max) - float(gamma_min)], dtype=torch.float64))
         self.l1_b = nn.Parameter(torch.tensor([float(gamma_min)], dtype=torch.float64))
         self.l2_w = nn.Parameter((torch.randn(features) * 0.01).double())
