@@ -16,6 +16,8 @@ Rows, each trained with `gendiff run` from recipes/vdm_digits.toml with one ingr
       so its 2,500-step checkpoint is row (e)'s run: training is deterministic)
   (g) the recipe with dropout 0.2 in the U-Net, 2,500 and 5,000 steps (1,500 training digits:
       (f)'s training loss falls far below its test bound)
+  (h) (g) with EMA decay 0.999 (the recipe's 0.995 averages ~200 steps), 2,500 and 5,000 steps
+  (i) (h) with dropout 0.3, 2,500 and 5,000 steps
 
 Then (always, on row (f)'s 2,500-step model, the recipe's): the variance of the single-draw
 estimate of the diffusion loss per test image under the learned schedule against a fixed linear
@@ -26,7 +28,7 @@ eq. 17 rewritten over the SNR, Sec. 5.1); and with --quality: FID of 500 samples
 quickstart trained beside it, with the classifier figures of the VDM samples.
 
 Prints markdown tables and writes OUT/results.json. Rows f a b c d with --quality took 90 minutes
-on 2 CPU cores (2026-12-02); row g, 23.
+on 2 CPU cores (2026-12-02); row g, 23; rows h and i side by side (OMP_NUM_THREADS=1 each), 35.
 """
 
 from __future__ import annotations
@@ -86,6 +88,16 @@ def row_g(r: dict) -> None:
     r["eval"]["metrics"] = ["classifier"]
 
 
+def row_h(r: dict) -> None:
+    row_g(r)
+    r["train"]["ema_decay"] = 0.999
+
+
+def row_i(r: dict) -> None:
+    row_h(r)
+    r["backbone"]["dropout"] = 0.3
+
+
 RECIPE_DATA = tomllib.loads(RECIPE.read_text())
 ROWS = {
     "a": ("fixed linear gamma, discrete time (T = 1000)", row_a, [2500]),
@@ -94,6 +106,8 @@ ROWS = {
     "d": ("+ learned interior (vdm-learned, minimum-variance interior)", row_d, [2500]),
     "f": ("+ Fourier features (the recipe)", row_f, [2500, 5000, 10000]),
     "g": ("+ dropout 0.2 (1,500 training digits: (f) overfits)", row_g, [2500, 5000]),
+    "h": ("(g) + EMA decay 0.999", row_h, [2500, 5000]),
+    "i": ("(h) with dropout 0.3", row_i, [2500, 5000]),
 }
 
 
@@ -111,7 +125,7 @@ def write_recipe(path: Path, recipe: dict) -> None:
 def train_row(out: Path, key: str) -> Path:
     recipe = copy.deepcopy(RECIPE_DATA)
     ROWS[key][1](recipe)
-    if key not in ("f", "g"):
+    if key not in ("f", "g", "h", "i"):
         recipe["eval"].update(NO_EVAL)
         recipe["train"]["sample_every"] = 0
     run = out / key

@@ -1,6 +1,6 @@
 """Fashion-MNIST bits/dim: the VDM CPU recipe beside the DDPM CPU recipe, same steps (issue 24).
 
-    python benchmarks/vdm_fashion_mnist.py [--out runs/vdm-fashion] [--steps 4000] [--n 256]
+    python benchmarks/vdm_fashion_mnist.py [--out runs/vdm-fashion] [--steps 4000] [--n 256] [--recipes ddpm vdm]
 
 Trains recipes/fashion_mnist_cpu.toml (DDPM: eps, L_simple, fixed-large, linear betas) and
 recipes/vdm_fashion_mnist_cpu.toml (VDM: learned schedule, the continuous-time bound, Fourier
@@ -32,10 +32,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/vdm-fashion")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                        help="which to run (two invocations with OMP_NUM_THREADS=1 and different --out run side by side)")
     args = parser.parse_args()
     out = Path(args.out)
     results = {}
-    for key, recipe in RECIPES.items():
+    for key in args.recipes:
+        recipe = RECIPES[key]
         run = out / key
         sets = [f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}", "train.sample_every=0",
                 "eval.metrics=[]", "eval.samples=16"]
